@@ -1,0 +1,42 @@
+"""The engine's interface: one Protocol, several backends (``cpu`` with numba, ``cuda`` with CuPy).
+
+An engine is bound once to everything that is fixed for a run -- the radial binning (CSR matrix), the
+per-pixel corrections and the parameters -- and then processes batches of frames.  Frames are
+``(nframes, ny, nx)`` arrays in the detector's raw dtype (uint16, uint32, int32, float32, ...); a single
+``(ny, nx)`` frame is accepted as a batch of one.  Every method returns the typed records of
+:mod:`braggsieve.engine.records`; a backend may not add or drop fields, so that the io writers and the
+tests treat all backends alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .records import PeakList, RadialProfile, SparseFrames
+
+
+@dataclass(frozen=True)
+class FrameResults:
+    """What one pass over a batch gives: the clipped background, and optionally picked pixels and peaks."""
+
+    profile: RadialProfile
+    sparse: SparseFrames | None
+    peaks: PeakList | None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A backend bound to one geometry, one set of corrections and one set of parameters."""
+
+    device: str  # "cpu" or "cuda"
+
+    def integrate(self, frames: np.ndarray) -> RadialProfile:
+        """Azimuthal integration without clipping."""
+
+    def sigma_clip(self, frames: np.ndarray) -> RadialProfile:
+        """Iterative sigma-clipping; the clipped mean/std is the background."""
+
+    def process(self, frames: np.ndarray, *, sparse: bool = True, peaks: bool = True) -> FrameResults:
+        """Sigma-clip once, then pick pixels (``sparse``) and/or find peaks (``peaks``) from that background."""

@@ -1,0 +1,1 @@
+"""braggsieve.mask layer."""

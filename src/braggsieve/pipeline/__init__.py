@@ -1,0 +1,1 @@
+"""braggsieve.pipeline layer."""

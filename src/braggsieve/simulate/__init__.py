@@ -1,0 +1,1 @@
+"""braggsieve.simulate layer."""
