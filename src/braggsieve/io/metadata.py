@@ -23,7 +23,7 @@ Sources read:
 
 ``pixel_mask`` (bool (ny, nx), True = bad) is the file's own mask: NeXus ``pixel_mask`` (any nonzero bit is
 bad; for a per-cell mask (cells, ny, nx) a pixel bad in any cell is bad).  The frame sources add the detector
-markers of the first frame (Pilatus -1/-2 on int32, Eiger 0xFFFFFFFF on uint32; see ``marker_mask``).
+markers of the first frame (Pilatus -1/-2 on int32, Eiger 0xFFFF/0xFFFFFFFF on unsigned; ``marker_mask``).
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from ..engine.corrections import detector_markers
 from ..errors import InputError
 from .readers import is_hdf5, reason
 
@@ -100,14 +101,13 @@ class DetectorMetadata:
 
 
 def marker_mask(frame: np.ndarray) -> np.ndarray | None:
-    """bool (ny, nx) of the detector's bad-pixel markers in one raw frame, or None if it has none:
-    negative values on signed integers (Pilatus: -1 gap, -2 bad) and 0xFFFFFFFF on uint32 (Eiger)."""
-    if frame.dtype.kind == "i":
-        markers = frame < 0
-    elif frame.dtype == np.uint32:
-        markers = frame == np.uint32(0xFFFFFFFF)
-    else:
+    """bool (ny, nx) of the detector's gap/bad-pixel markers in one raw frame, or None if it has none: the
+    values the engine's preprocessing also masks in every frame (engine.corrections.detector_markers: all bits
+    set on unsigned integers, Eiger 0xFFFF / 0xFFFFFFFF; -1 gap and -2 bad on int32, Pilatus)."""
+    values = detector_markers(frame.dtype)
+    if values.size == 0:
         return None
+    markers = np.isin(frame, values.astype(frame.dtype))
     return markers if markers.any() else None
 
 
