@@ -227,12 +227,8 @@ class RunSetup:
         return self.params.get(ClipParams)
 
     def geometry_dict(self) -> dict[str, Any]:
-        """The geometry as a JSON-ready dict (PONI fields in SI units, detector name, shape and pixel size)."""
-        poni, detector = self.poni, self.poni.detector
-        return {"source": self.geometry_source, "dist": poni.dist, "poni1": poni.poni1, "poni2": poni.poni2,
-                "rot1": poni.rot1, "rot2": poni.rot2, "rot3": poni.rot3, "wavelength": poni.wavelength,
-                "detector": detector.name, "shape": list(detector.shape),
-                "pixel_size": list(detector.pixel_size)}
+        """The geometry as a JSON-ready dict (PONI parameters in SI units, the detector, where it came from)."""
+        return {"source": self.geometry_source, **self.poni.as_dict()}
 
     def provenance(self, source, argv=None):
         """A started braggsieve.io.provenance.Provenance of this run over ``source`` (a FrameSource)."""
@@ -243,11 +239,12 @@ class RunSetup:
 
 
 def _detector_for(metadata, shape: tuple[int, int]):
-    """The registered detector of this frame shape (the one named in the metadata if several), else a generic
-    detector of the metadata's pixel size."""
+    """The registered detector with this frame shape and the metadata's pixel size (the one named in the
+    metadata if several), else a generic detector of that shape and pixel size."""
     from ..geometry import DETECTORS, Detector
 
-    candidates = [d for d in DETECTORS.values() if tuple(d.shape) == tuple(shape)]
+    candidates = [d for d in DETECTORS.values() if tuple(d.shape) == tuple(shape)
+                  and np.allclose(d.pixel_size, metadata.pixel_size_m, rtol=0.01)]
     described = (metadata.detector_name or "").lower()
     named = [d for d in candidates if re.sub(r"\d+m$", "", d.name.lower()) in described]  # "eiger4m" -> "eiger"
     if named or len(candidates) == 1:
@@ -257,18 +254,14 @@ def _detector_for(metadata, shape: tuple[int, int]):
 
 def _geometry(args, table, source):
     """(Poni, description) from --poni, else from the first input's metadata."""
-    from ..geometry import Detector, Poni, read_poni
+    from ..geometry import Poni, read_poni
 
     path = _option(args, table, "poni")
     if path is not None:
-        poni = read_poni(path)
-        shape = getattr(poni.detector, "shape", None)
-        if shape is None:
-            poni = dataclasses.replace(poni, detector=Detector.generic(source.shape, poni.detector.pixel_size))
-        elif tuple(shape) != tuple(source.shape):
-            raise InputError(f"the PONI's detector ({poni.detector.name}) has shape {tuple(shape)}, the frames "
-                             f"of {source.sources[0]} have {source.shape}", path)
-        return poni, f"PONI file {path}"
+        try:
+            return read_poni(path).for_shape(source.shape), f"PONI file {path}"
+        except ParameterError as exc:  # the frames do not have the PONI detector's shape
+            raise InputError(f"{exc} (frames of {source.sources[0]})", path) from None
     metadata = source.metadata
     if not metadata.has_geometry:
         raise ParameterError(f"no --poni given and {source.sources[0]} does not state the geometry "
@@ -276,7 +269,8 @@ def _geometry(args, table, source):
     detector = _detector_for(metadata, source.shape)
     poni = Poni.from_beam_center(detector, metadata.distance_m, beam_center_px=metadata.beam_center_px,
                                  wavelength_m=metadata.wavelength_m)
-    log.warning("geometry from the metadata of %s: %s", source.sources[0], metadata.describe())
+    log.warning("geometry from the metadata of %s (%s detector): %s", source.sources[0], detector.name,
+                metadata.describe())
     return poni, f"metadata of {source.sources[0]}"
 
 
