@@ -1,0 +1,169 @@
+"""CrystFEL geometry files (.geom): export of any PONI geometry, import of single-panel ones.
+
+Coordinates.  CrystFEL places raw position (fs, ss) -- continuous, pixel ``(ss=i, fs=j)`` spanning
+``[j, j+1) x [i, i+1)`` like pyFAI's detector coordinates -- at ``corner + fs * fs_vector + ss * ss_vector`` in
+pixel units of ``res``, x and y in the detector plane with the beam at x = y = 0, z along the beam
+(``clen + coffset`` in metres, plus the z component of the vectors in pixels).  braggsieve maps pyFAI's
+laboratory axes as x = x2 (along poni2, the fast axis), y = x1 (along poni1, the slow axis), z = x3, so an
+untilted panel has ``fs = +1x``, ``ss = +1y`` and its corner at ``-poni2 / pixel, -poni1 / pixel`` with no
+half-pixel term (DESIGN.md).  Tilted geometries get fs/ss vectors with y/x/z components and a per-panel
+``coffset``.  Multi-panel detectors get one panel per :class:`~braggsieve.geometry.panels.Panel`; one-image
+detectors (Eiger, Pilatus: gaps masked, not cut out) one panel.
+
+The header points CrystFEL at braggsieve's CXI files: ``data = /entry_1/data_1/data``, ``dim0 = %``,
+``peak_list = /entry_1/result_1``, ``peak_list_type = cxi`` (use ``indexamajig --peaks=cxi``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import numpy as np
+
+from ..errors import InputError, ParameterError
+from .detectors import Detector
+from .panels import Panel
+from .pixels import rotation_matrix
+from .poni import Poni
+
+HC_EV_ANGSTROM = 12398.419843320026  # h c in eV Angstrom
+
+
+def _panels(detector: Detector) -> tuple[Panel, ...]:
+    """The detector's panels; one-image detectors are one panel in pyFAI's orientation convention."""
+    if detector.panels:
+        return detector.panels
+    ny, nx = detector.shape
+    p1, p2 = detector.pixel_size
+    flip_rows = detector.orientation in (1, 2)
+    flip_cols = detector.orientation in (1, 4)
+    return (Panel(name="p0", ss=(0, ny), fs=(0, nx),
+                  corner=(ny * p1 if flip_rows else 0.0, nx * p2 if flip_cols else 0.0),
+                  ss_vector=(-p1 if flip_rows else p1, 0.0), fs_vector=(0.0, -p2 if flip_cols else p2)),)
+
+
+def _vector(components: np.ndarray) -> str:
+    """CrystFEL vector text, e.g. ``+1.000000x +0.000000y`` (z only when not zero)."""
+    text = f"{components[0]:+.6f}x {components[1]:+.6f}y"
+    return text + (f" {components[2]:+.6f}z" if abs(components[2]) > 1e-9 else "")
+
+
+def geom_text(poni: Poni, *, adu_per_photon: float = 1.0, data: str = "/entry_1/data_1/data",
+              peak_list: str = "/entry_1/result_1") -> str:
+    """The .geom file describing ``poni`` (see the module docstring); square pixels only."""
+    detector = poni.detector
+    if detector.shape is None:
+        raise ParameterError("the detector shape is unknown: give frames or a detector with a shape")
+    pixel = detector.pixel_size[1]
+    if not math.isclose(detector.pixel_size[0], pixel, rel_tol=1e-6):
+        raise ParameterError(f"CrystFEL needs square pixels, detector {detector.name} has "
+                             f"{detector.pixel_size[0]} x {detector.pixel_size[1]} m")
+    rot = rotation_matrix(poni.rot1, poni.rot2, poni.rot3)
+    to_crystfel = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # (x1, x2, x3) -> (x, y, z)
+    lab = to_crystfel @ rot
+
+    def position(p1: float, p2: float) -> np.ndarray:  # CrystFEL (x, y, z) in metres of plane point (p1, p2)
+        return lab @ np.array([p1 - poni.poni1, p2 - poni.poni2, poni.dist])
+
+    lines = ["; CrystFEL geometry written by braggsieve from a PONI geometry",
+             f"; detector {detector.name}, {detector.shape[0]} x {detector.shape[1]} pixels of {pixel * 1e6:g} um",
+             "; pixel (ss, fs) spans [ss, ss+1) x [fs, fs+1): peak positions in the CXI file have pixel centres",
+             "; at integer values and CrystFEL adds the half pixel itself (do not use --no-half-pixel-shift)"]
+    if poni.wavelength is not None:
+        lines.append(f"photon_energy = {HC_EV_ANGSTROM / (poni.wavelength * 1e10):.4f}  ; eV, "
+                     f"wavelength {poni.wavelength * 1e10:.6f} A")
+    lines += [f"adu_per_photon = {adu_per_photon:g}", f"res = {1.0 / pixel:.6f}  ; pixels per metre",
+              f"clen = {poni.dist:.9f}  ; m", f"data = {data}", "dim0 = %", "dim1 = ss", "dim2 = fs",
+              f"peak_list = {peak_list}", "peak_list_type = cxi", ""]
+    for panel in _panels(detector):
+        corner = position(*panel.corner)
+        fs = lab @ np.array([*panel.fs_vector, 0.0]) / pixel
+        ss = lab @ np.array([*panel.ss_vector, 0.0]) / pixel
+        name = panel.name
+        lines += [f"{name}/min_fs = {panel.fs[0]}", f"{name}/max_fs = {panel.fs[1] - 1}",
+                  f"{name}/min_ss = {panel.ss[0]}", f"{name}/max_ss = {panel.ss[1] - 1}",
+                  f"{name}/corner_x = {corner[0] / pixel:.6f}", f"{name}/corner_y = {corner[1] / pixel:.6f}",
+                  f"{name}/fs = {_vector(fs)}", f"{name}/ss = {_vector(ss)}"]
+        if abs(corner[2] - poni.dist) > 1e-12:
+            lines.append(f"{name}/coffset = {corner[2] - poni.dist:.9f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_geom(poni: Poni, path: str | os.PathLike, **kwargs) -> None:
+    """Write :func:`geom_text` of ``poni`` to ``path`` (callers wanting atomicity pass a temporary name)."""
+    with open(path, "w") as handle:
+        handle.write(geom_text(poni, **kwargs))
+
+
+_VECTOR = re.compile(r"^\s*([+-]?[0-9.eE+-]*)\s*([xyz])\s*$")
+
+
+def _parse_vector(text: str, path) -> dict[str, float]:
+    out = {"x": 0.0, "y": 0.0, "z": 0.0}
+    for term in re.findall(r"[+-]?\s*[0-9.eE]*\s*[xyz]", text):
+        match = _VECTOR.match(term.replace(" ", ""))
+        if not match:
+            raise InputError(f"cannot read vector {text!r}", path)
+        number = match.group(1)
+        out[match.group(2)] = float(number + "1") if number in ("", "+", "-") else float(number)
+    return out
+
+
+def read_geom(path: str | os.PathLike, detector: Detector | None = None) -> Poni:
+    """A PONI geometry from a single-panel CrystFEL .geom with ``fs = +x``, ``ss = +y`` (no tilt).
+
+    ``detector`` gives the registry detector (its pixel size must match ``res``); by default a generic
+    detector of the panel's shape.  Photon energy (eV) or wavelength (m) gives the wavelength.
+    """
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise InputError(f"cannot read geometry file ({exc.strerror})", path) from None
+    glob: dict[str, str] = {}
+    panels: dict[str, dict[str, str]] = {}
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if not line or "=" not in line:
+            continue
+        key, value = (s.strip() for s in line.split("=", 1))
+        if "/" in key:
+            name, field = key.split("/", 1)
+            panels.setdefault(name, {})[field] = value
+        else:
+            glob[key] = value
+    if len(panels) != 1:
+        raise InputError(f"only single-panel geometries can be imported, found {len(panels)} panels", path)
+    (name, panel), = panels.items()
+
+    def number(key: str) -> float:
+        value = panel.get(key, glob.get(key))
+        if value is None:
+            raise InputError(f"missing {key} for panel {name}", path)
+        try:
+            return float(value)
+        except ValueError:
+            raise InputError(f"{key} = {value!r} is not a number", path) from None
+
+    fs = _parse_vector(panel.get("fs", glob.get("fs", "")), path)
+    ss = _parse_vector(panel.get("ss", glob.get("ss", "")), path)
+    if not (math.isclose(fs["x"], 1) and abs(fs["y"]) < 1e-9 and math.isclose(ss["y"], 1) and abs(ss["x"]) < 1e-9
+            and abs(fs["z"]) < 1e-9 and abs(ss["z"]) < 1e-9):
+        raise InputError(f"panel {name}: only fs = +1x, ss = +1y (untilted, unrotated) panels can be imported", path)
+    pixel = 1.0 / number("res")
+    shape = (int(number("max_ss") - number("min_ss")) + 1, int(number("max_fs") - number("min_fs")) + 1)
+    if detector is None:
+        detector = Detector.generic(shape, (pixel, pixel))
+    elif not math.isclose(detector.pixel_size[1], pixel, rel_tol=1e-4):
+        raise InputError(f"res {1 / pixel:g} px/m does not match detector {detector.name}'s pixel size", path)
+    clen = number("clen") + (number("coffset") if "coffset" in panel or "coffset" in glob else 0.0)
+    if "photon_energy" in glob:
+        wavelength = HC_EV_ANGSTROM / number("photon_energy") * 1e-10
+    elif "wavelength" in glob:
+        wavelength = number("wavelength")
+    else:
+        wavelength = None
+    return Poni(dist=clen, poni1=-number("corner_y") * pixel, poni2=-number("corner_x") * pixel, rot1=0.0,
+                rot2=0.0, rot3=0.0, wavelength=wavelength, detector=detector.for_shape(shape))
