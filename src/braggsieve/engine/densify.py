@@ -1,0 +1,235 @@
+"""Densification: rebuild dense frames from sparse frames (the inverse of picking, up to the background noise).
+
+Every pixel with a finite radius inside the binned range gets the background of its frame, interpolated
+linearly in radius between bin centres exactly as FabIO's Cython ``densify`` does (bins are uniform; a pixel
+whose fractional bin position is below 0 or at/after ``nbins`` -- or whose radius is NaN -- gets ``dummy``),
+optionally with noise, multiplied by the per-pixel normalisation; then the stored pixels overwrite it with their
+exact values.  Noise models:
+
+* ``none``: the background mean (FabIO's default in the library);
+* ``gaussian``: ``max(0, N(mean, factor * std))``, then normalised (FabIO's ``densify-Bragg`` CLI);
+* ``poisson``: ``Poisson(mean * normalization)`` counts -- the right model for counting detectors, whose
+  background is photon shot noise; ``factor`` is not used.
+
+Integer outputs are rounded half up (``floor(x + 0.5)``, which equals FabIO's ``(int)(x + 0.5)`` for x >= -0.5)
+and clamped to the dtype's range.  Random numbers come from a counter-based generator keyed by
+``(seed, frame number in the file, row)``, so a seeded run gives the same frames whatever the number of threads or the
+batch size.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..errors import ParameterError
+
+NOISE_MODELS = ("none", "gaussian", "poisson")
+_MODEL_CODE = {name: code for code, name in enumerate(NOISE_MODELS)}
+
+
+@numba.njit(cache=True, inline="always")
+def _splitmix(state):
+    """One step of SplitMix64: returns (new state, 64 random bits)."""
+    state = state + np.uint64(0x9E3779B97F4A7C15)
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return state, z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, inline="always")
+def _uniform(state):
+    """(new state, uniform double in (0, 1))."""
+    state, bits = _splitmix(state)
+    return state, ((bits >> np.uint64(11)) + np.uint64(1)) * (1.0 / 9007199254740994.0)
+
+
+@numba.njit(cache=True)
+def _log_factorial(k):
+    if k < 10.0:
+        out = 0.0
+        for i in range(2, int(k) + 1):
+            out += np.log(i)
+        return out
+    # Stirling series, accurate to 1e-10 for k >= 10
+    return (k + 0.5) * np.log(k) - k + 0.9189385332046728 + 1.0 / (12.0 * k) - 1.0 / (360.0 * k * k * k)
+
+
+@numba.njit(cache=True)
+def _poisson(state, lam):
+    """(new state, Poisson(lam) deviate): inversion below lam = 10, Hoermann's PTRS rejection above."""
+    if lam <= 0.0:
+        return state, 0.0
+    if lam < 10.0:
+        state, u = _uniform(state)
+        k, p = 0.0, np.exp(-lam)
+        cdf = p
+        while u > cdf and k < 1000.0:
+            k += 1.0
+            p *= lam / k
+            cdf += p
+        return state, k
+    slam = np.sqrt(lam)
+    loglam = np.log(lam)
+    b = 0.931 + 2.53 * slam
+    a = -0.059 + 0.02483 * b
+    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    v_r = 0.9277 - 3.6224 / (b - 2.0)
+    while True:
+        state, u = _uniform(state)
+        u -= 0.5
+        state, v = _uniform(state)
+        us = 0.5 - abs(u)
+        k = np.floor((2.0 * a / us + b) * u + lam + 0.43)
+        if us >= 0.07 and v <= v_r:
+            return state, k
+        if k < 0.0 or (us < 0.013 and v > us):
+            continue
+        if (np.log(v) + np.log(inv_alpha) - np.log(a / (us * us) + b)) <= (-lam + k * loglam - _log_factorial(k)):
+            return state, k
+
+
+@numba.njit(cache=True, parallel=True)
+def _bin_positions(radius_map, r0, idelta, nbins):
+    """Per pixel: lower bin (-1 = dummy) and interpolation weight of the next bin, as FabIO computes them."""
+    ny, nx = radius_map.shape
+    pos = np.empty((ny, nx), np.int32)
+    frac = np.empty((ny, nx), np.float64)
+    for i in numba.prange(ny):
+        for j in range(nx):
+            fpos = (np.float64(radius_map[i, j]) - r0) * idelta
+            if not (fpos >= 0.0 and fpos < nbins):
+                pos[i, j] = -1
+                frac[i, j] = 0.0
+            else:
+                p = int(fpos)
+                pos[i, j] = p
+                frac[i, j] = 0.0 if p + 1 == nbins else fpos - p
+    return pos, frac
+
+
+@numba.njit(cache=True, parallel=True)
+def _densify_kernel(pos, frac, bg, bg_std, normalization, has_norm, frame_ptr, index, intensity, dummy, model,
+                    factor, seed, first_frame, is_integer, lo, hi, out):
+    nframes, ny, nx = out.shape
+    nbins = bg.shape[1]
+    key = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+    for row in numba.prange(nframes * ny):
+        f, i = row // ny, row % ny
+        # one random stream per (seed, frame of the file, row): reproducible whatever the threads or batches
+        state = key ^ (np.uint64(first_frame + f) << np.uint64(32)) ^ np.uint64(i)
+        state, _ = _splitmix(state)
+        spare, has_spare = 0.0, False
+        for j in range(nx):
+            p = pos[i, j]
+            if p < 0:
+                out[f, i, j] = dummy
+                continue
+            w = frac[i, j]
+            nxt = min(p + 1, nbins - 1)
+            value = (1.0 - w) * bg[f, p] + w * bg[f, nxt]
+            norm = np.float64(normalization[i, j]) if has_norm else 1.0
+            if model == 1:
+                std = (1.0 - w) * bg_std[f, p] + w * bg_std[f, nxt]
+                if has_spare:
+                    z = spare
+                    has_spare = False
+                else:  # Marsaglia's polar method: two deviates per accepted pair
+                    s = 2.0
+                    while s >= 1.0 or s == 0.0:
+                        state, u1 = _uniform(state)
+                        state, u2 = _uniform(state)
+                        u1 = 2.0 * u1 - 1.0
+                        u2 = 2.0 * u2 - 1.0
+                        s = u1 * u1 + u2 * u2
+                    s = np.sqrt(-2.0 * np.log(s) / s)
+                    z = u1 * s
+                    spare = u2 * s
+                    has_spare = True
+                value = max(0.0, value + factor * std * z)
+            elif model == 2:
+                state, value = _poisson(state, max(value * norm, 0.0))
+                norm = 1.0
+            value *= norm
+            if is_integer:
+                value = min(max(np.floor(value + 0.5), lo), hi)
+            out[f, i, j] = value
+    # stored pixels last (pyFAI's files do not sort them within a frame, so no per-row split)
+    for f in numba.prange(nframes):
+        for k in range(frame_ptr[f], frame_ptr[f + 1]):
+            q = index[k]
+            out[f, q // nx, q % nx] = intensity[k]
+
+
+class Densifier:
+    """Densification bound to one sparse file's static arrays; the per-pixel bin positions are computed once.
+
+    Args:
+        radius_map: float ``(ny, nx)``: radius of each pixel centre in the unit of ``radial``, NaN = masked
+            (the sparse file's ``mask`` dataset).
+        radial: ``(nbins,)`` uniform bin centres (the file's ``radius``).
+        normalization: float ``(ny, nx)`` multiplied into the background (flat x solid angle x ...), or None.
+        dtype: output dtype (the file's intensity dtype).
+        dummy: value of masked pixels (default 0 for integer dtypes, NaN for floats).
+    """
+
+    def __init__(self, radius_map: np.ndarray, radial: np.ndarray, *, normalization: np.ndarray | None = None,
+                 dtype=np.float32, dummy=None):
+        radial = np.asarray(radial, dtype=np.float64)
+        self.nbins = len(radial)
+        r0 = float(radial[0])
+        idelta = (self.nbins - 1) / (float(radial[-1]) - r0) if self.nbins > 1 else 0.0
+        self.shape = tuple(radius_map.shape)
+        self.pos, self.frac = _bin_positions(np.ascontiguousarray(radius_map), r0, idelta, self.nbins)
+        self.dtype = np.dtype(dtype)
+        self.is_integer = self.dtype.kind in "iu"
+        if dummy is None:
+            dummy = 0 if self.is_integer else np.nan
+        self.dummy = self.dtype.type(dummy)
+        self.has_norm = normalization is not None
+        self.normalization = (np.ascontiguousarray(normalization, dtype=np.float32) if self.has_norm
+                              else np.ones((1, 1), np.float32))
+        if self.has_norm and self.normalization.shape != self.shape:
+            raise ParameterError(f"densify: normalization {self.normalization.shape} and radius map {self.shape} "
+                                 "differ in shape")
+        info = np.iinfo(self.dtype) if self.is_integer else None
+        self.limits = (float(info.min), float(info.max)) if info else (0.0, 0.0)
+
+    def __call__(self, background_avg: np.ndarray, background_std: np.ndarray | None, frame_ptr: np.ndarray,
+                 index: np.ndarray, intensity: np.ndarray, *, noise: str = "none", factor: float = 1.0,
+                 seed: int = 0, first_frame: int = 0) -> np.ndarray:
+        """Dense frames ``(nframes, ny, nx)`` of ``self.dtype``.
+
+        Args:
+            background_avg, background_std: ``(nframes, nbins)`` background mean / pixel std, normalised units
+                (``background_std`` is needed only for ``noise="gaussian"``).
+            frame_ptr: ``(nframes + 1,)`` offsets of each frame's stored pixels; ``index``/``intensity`` hold
+                the pixels from offset ``frame_ptr[0]`` on (a slice of a file's frame_ptr goes with the
+                matching slice of its index and intensity).
+            index: uint32 flat pixel indices ``row * nx + col`` of the stored pixels; intensity: their values.
+            noise: ``none``, ``gaussian`` or ``poisson`` (see the module docstring).
+            factor: scale of the gaussian noise's std (FabIO's ``noisy`` factor).
+            seed: random seed; first_frame: number in the file of the first frame, so that a frame gets the
+                same noise whatever batch it is densified in.
+        """
+        if noise not in _MODEL_CODE:
+            raise ParameterError(f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
+        bg = np.atleast_2d(np.asarray(background_avg, dtype=np.float32))
+        nframes = len(frame_ptr) - 1
+        if bg.shape != (nframes, self.nbins):
+            raise ParameterError(f"densify: background of shape {bg.shape} for {nframes} frames of "
+                                 f"{self.nbins} bins")
+        if noise == "gaussian":
+            if background_std is None:
+                raise ParameterError("densify: gaussian noise needs background_std")
+            std = np.atleast_2d(np.asarray(background_std, dtype=np.float32))
+        else:
+            std = bg
+        ptr = np.asarray(frame_ptr, dtype=np.int64)
+        ptr = ptr - ptr[0]
+        out = np.empty((nframes,) + self.shape, self.dtype)
+        _densify_kernel(self.pos, self.frac, bg, std, self.normalization, self.has_norm, ptr,
+                        np.ascontiguousarray(index, dtype=np.uint32), np.ascontiguousarray(intensity),
+                        self.dummy, _MODEL_CODE[noise], float(factor), int(seed) & 0xFFFFFFFFFFFFFFFF,
+                        int(first_frame), self.is_integer, *self.limits, out)
+        return out

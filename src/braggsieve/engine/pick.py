@@ -1,0 +1,183 @@
+"""Picking: keep the pixels that stand above the clipped background (Kieffer et al. 2025, section 3).
+
+A pixel of frame ``f`` at radial position ``r`` (its centre, in the binning's unit) is kept when
+
+    signal / norm - bg_f(r)  >  max(noise, cutoff_pick * sqrt(std_f(r)**2 + noise**2))
+
+with ``bg_f`` and ``std_f`` the clipped mean and pixel standard deviation of the radial profile (normalised
+units), interpolated linearly in ``r`` between bin centres and clamped to the first/last bin, and ``r`` inside
+``binning.radial_range``.  Pixels that the preprocessing invalidated for this frame only because they reached
+the saturation cut-off are kept too (their raw value is stored), so that densified frames still show the
+overloads of the strongest reflections instead of a hole filled with background.
+
+What is stored per kept pixel is the raw value minus the dark (rounded half up and clamped to the range of an
+integer dtype), in the input's dtype, as pyFAI's sparsify-Bragg does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..errors import ParameterError
+from ..params import option
+from .records import RadialProfile, SparseFrames
+
+
+@dataclass(frozen=True)
+class PickParams:
+    """Picking of the Bragg pixels kept by sparsify."""
+
+    cutoff_pick: float = option(2.0, "keep a pixel when it exceeds the background by more than K times "
+                                "sqrt(std^2 + noise^2) (std: the background's pixel standard deviation, normalised "
+                                "units)", metavar="K")
+    noise: float = option(1.0, "noise floor added in quadrature to the background std, in normalised units "
+                          "(photons for a counting detector); a kept pixel always exceeds the background by at "
+                          "least NOISE")
+
+    def __post_init__(self):
+        if self.cutoff_pick < 0:
+            raise ParameterError(f"--cutoff-pick must be >= 0, got {self.cutoff_pick}")
+        if self.noise < 0:
+            raise ParameterError(f"--noise must be >= 0, got {self.noise}")
+
+
+def filled_background(profile: RadialProfile) -> tuple[np.ndarray, np.ndarray]:
+    """Background mean and std as float32 ``(nframes, nbins)``, empty bins (NaN) filled by linear interpolation
+    from the neighbouring valid bins of the same frame (clamped at the ends; 0 for a frame without any)."""
+    mean = np.atleast_2d(np.asarray(profile.mean, dtype=np.float64))
+    std = np.atleast_2d(np.asarray(profile.std, dtype=np.float64))
+    radial = np.asarray(profile.radial, dtype=np.float64)
+    out_mean = np.zeros(mean.shape, np.float32)
+    out_std = np.zeros(std.shape, np.float32)
+    for f in range(mean.shape[0]):  # per frame, not per pixel: nbins values each
+        valid = np.isfinite(mean[f]) & np.isfinite(std[f])
+        if valid.all():
+            out_mean[f], out_std[f] = mean[f], std[f]
+        elif valid.any():
+            out_mean[f] = np.interp(radial, radial[valid], mean[f, valid])
+            out_std[f] = np.interp(radial, radial[valid], std[f, valid])
+    return out_mean, out_std
+
+
+@numba.njit(cache=True, inline="always")
+def _threshold_at(r, r0, inv_step, nbins, bg, thr_std, noise, cutoff):
+    """Interpolated background at radius ``r`` and the picking margin above it (see module docstring)."""
+    fpos = (r - r0) * inv_step
+    if fpos <= 0.0:
+        pos, frac = 0, 0.0
+    elif fpos >= nbins - 1:
+        pos, frac = nbins - 1, 0.0
+    else:
+        pos = int(fpos)
+        frac = fpos - pos
+    nxt = min(pos + 1, nbins - 1)
+    mean = (1.0 - frac) * bg[pos] + frac * bg[nxt]
+    std = (1.0 - frac) * thr_std[pos] + frac * thr_std[nxt]
+    margin = max(noise, cutoff * np.sqrt(std * std + noise * noise))
+    return mean, margin
+
+
+@numba.njit(cache=True, inline="always")
+def _is_kept(f, i, j, signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise, cutoff,
+             saturation):
+    r = pixel_radius[i, j]
+    if not (r >= r_lo and r < r_hi):  # also false for NaN (statically masked)
+        return False
+    s = signal[f, i, j]
+    if not np.isfinite(s):
+        return raw[f, i, j] >= saturation  # dynamically invalid: keep overloads only
+    mean, margin = _threshold_at(r, r0, inv_step, bg.shape[1], bg[f], std[f], noise, cutoff)
+    return s / norm[i, j] - mean > margin
+
+
+@numba.njit(cache=True, parallel=True)
+def _count_rows(signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise, cutoff, saturation):
+    nframes, ny, nx = signal.shape
+    counts = np.zeros(nframes * ny, np.int64)
+    for row in numba.prange(nframes * ny):
+        f, i = row // ny, row % ny
+        c = 0
+        for j in range(nx):
+            if _is_kept(f, i, j, signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise,
+                        cutoff, saturation):
+                c += 1
+        counts[row] = c
+    return counts
+
+
+@numba.njit(cache=True, parallel=True)
+def _fill_rows(signal, raw, dark, has_dark, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise, cutoff,
+               saturation, row_start, index, intensity, is_integer, lo, hi):
+    nframes, ny, nx = signal.shape
+    for row in numba.prange(nframes * ny):
+        f, i = row // ny, row % ny
+        k = row_start[row]
+        for j in range(nx):
+            if _is_kept(f, i, j, signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise,
+                        cutoff, saturation):
+                index[k] = i * nx + j
+                if has_dark:
+                    value = np.float64(raw[f, i, j]) - dark[i, j]
+                    if is_integer:
+                        value = min(max(np.floor(value + 0.5), lo), hi)
+                    intensity[k] = value
+                else:
+                    intensity[k] = raw[f, i, j]
+                k += 1
+
+
+def pick_pixels(frames_raw: np.ndarray, pre, binning, profile: RadialProfile, params: PickParams,
+                corrections) -> SparseFrames:
+    """Keep the pixels above background of a batch of frames.
+
+    Args:
+        frames_raw: ``(n, ny, nx)`` (or ``(ny, nx)``) frames in the detector's raw dtype.
+        pre: the engine's ``Preprocessed`` of these frames: ``signal`` float32 ``(n, ny, nx)`` (NaN = invalid)
+            and ``norm`` float32 ``(ny, nx)``.
+        binning: the ``RadialBinning`` (``pixel_radius``, ``radial``, ``radial_range``).
+        profile: the clipped background of these frames (``mean``/``std`` ``(n, nbins)``, normalised units).
+        params: :class:`PickParams`.
+        corrections: the ``Corrections`` (``dark`` float32 or None, ``saturation`` or None).
+
+    Returns:
+        :class:`~braggsieve.engine.records.SparseFrames` with indices sorted within each frame and
+        ``background_avg``/``background_std`` the (gap-filled) background used for picking.
+    """
+    raw = frames_raw[None] if frames_raw.ndim == 2 else frames_raw
+    signal = pre.signal[None] if pre.signal.ndim == 2 else pre.signal
+    nframes, ny, nx = raw.shape
+    if signal.shape != raw.shape or binning.pixel_radius.shape != (ny, nx):
+        raise ParameterError(f"pick_pixels: frames {raw.shape}, signal {signal.shape} and binning "
+                             f"{binning.pixel_radius.shape} disagree")
+    bg, std = filled_background(profile)
+    radial = np.asarray(binning.radial, dtype=np.float64)
+    step = radial[1] - radial[0] if len(radial) > 1 else 1.0
+    r_lo, r_hi = (float(v) for v in binning.radial_range)
+    saturation = corrections.saturation
+    saturation = np.inf if saturation is None else float(saturation)
+    norm = np.ascontiguousarray(pre.norm, dtype=np.float32)
+    if norm.ndim == 0:
+        norm = np.full((ny, nx), norm, np.float32)
+    pixel_radius = np.ascontiguousarray(binning.pixel_radius, dtype=np.float32)
+    args = (norm, pixel_radius, r_lo, r_hi, float(radial[0]), 1.0 / step, bg.astype(np.float64),
+            std.astype(np.float64), float(params.noise), float(params.cutoff_pick), saturation)
+    counts = _count_rows(signal, raw, *args)
+    row_start = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=row_start[1:])
+    total = int(row_start[-1])
+    out_dtype = raw.dtype
+    if out_dtype.itemsize == 8 and out_dtype.kind in "iu":  # as pyFAI: 64-bit integers are stored on 32 bits
+        out_dtype = np.dtype(np.int32 if out_dtype.kind == "i" else np.uint32)
+    index = np.empty(total, np.uint32)
+    intensity = np.empty(total, out_dtype)
+    dark = corrections.dark
+    has_dark = dark is not None
+    dark_arr = np.ascontiguousarray(dark, dtype=np.float32) if has_dark else np.zeros((1, 1), np.float32)
+    is_integer = out_dtype.kind in "iu"
+    lo, hi = ((float(np.iinfo(out_dtype).min), float(np.iinfo(out_dtype).max)) if is_integer else (0.0, 0.0))
+    _fill_rows(signal, raw, dark_arr, has_dark, *args, row_start, index, intensity, is_integer, lo, hi)
+    frame_ptr = row_start[::ny].copy()
+    return SparseFrames(frame_ptr=frame_ptr, index=index, intensity=intensity, background_avg=bg,
+                        background_std=std, radial=radial, unit=binning.unit)
