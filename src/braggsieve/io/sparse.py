@@ -1,0 +1,407 @@
+"""Sparse-frames files: the layout of pyFAI's ``sparsify-Bragg``, readable by FabIO's ``SparseImage``.
+
+Layout written (one file for any number of input files; ``E = /entry_0000``, ``S = E/sparse_frames``)::
+
+    /                      @NX_class=NXroot @default=entry_0000 @creator="braggsieve <version>"
+    E                      @NX_class=NXentry @default=sparse_frames @pyFAI_sparse_frames=/entry_0000/sparse_frames
+    E/program_name, E/start_time, E/end_time
+    S (NXdata)             @signal=background_avg @axes=[".", "radius"]
+    S/frame_ptr            uint32 (nframes + 1,)   (uint64 beyond 2**32 stored pixels)
+    S/index                uint32 (npix,)          flat pixel index row * nx + col, sorted within a frame
+    S/intensity            input dtype (npix,)     raw value - dark, not normalised
+    S/background_avg       float32 (nframes, nbins) clipped mean, normalised units
+    S/background_std       float32 (nframes, nbins) clipped pixel std, normalised units (+ hard link "errors")
+    S/radius               float32 (nbins,)        uniform bin centres, @unit
+    S/mask                 float32 (ny, nx)        radius of each pixel centre, NaN = masked, @unit
+    S/normalization        float32 (ny, nx)        background -> detector counts (flat x solid angle x
+                                                   polarisation x ... x gain); absent when all ones
+    S/dummy                scalar                  value of masked pixels when densified
+    E/sparsify (NXprocess) provenance; configuration/data = JSON {"geometry", "sparsify", "parameters"}
+    E/sources (NXcollection) files (str), file_number int32 (nframes,), frame_index int64 (nframes,)
+
+Per-frame arrays are chunked, bitshuffle-LZ4 compressed and grown as batches arrive (memory stays bounded).
+The static per-pixel maps (``mask``, ``normalization``) are the fixed cost of every file -- about 10 MB each
+for an Eiger 4M in pyFAI's float32/float64 -- so they are stored smaller: ``mask`` is rounded to a power-of-two
+quantum of at most 1/16 of a bin (a position error of at most 1/32 bin), ``normalization`` to 12 mantissa bits
+(relative error < 1.3e-4), both compressed with Blosc2 (bitshuffle + zstd).  Both filters ship with hdf5plugin,
+which any reader of bitshuffle files already needs.
+
+FabIO recognises such files by their root ``creator`` starting with "pyFAI"; braggsieve writes its own name
+there unless the user explicitly asks for ``creator_compat`` (``--fabio-compatible``), which writes
+"pyFAI-compatible sparse frames (braggsieve <version>)": docs/sparse.md discusses the choice.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from ..engine.records import SparseFrames
+from .atomic import atomic_output
+
+ENTRY = "entry_0000"
+NXDATA = "sparse_frames"
+REQUIRED = ("mask", "frame_ptr", "index", "intensity")
+_PER_FRAME = hdf5plugin.Bitshuffle(cname="lz4")
+_STATIC = hdf5plugin.Blosc2(cname="zstd", clevel=9, filters=hdf5plugin.Blosc2.BITSHUFFLE)
+_CHUNK_PIXELS = 1 << 18   # index/intensity chunk (1 MB of uint32)
+_TEXT = h5py.string_dtype()
+
+
+def quantised_radius(radius_map: np.ndarray, bin_width: float, fraction: int = 16) -> np.ndarray:
+    """float32 copy of ``radius_map`` rounded to a power-of-two quantum <= ``bin_width / fraction`` (NaN kept).
+
+    Multiples of a power of two have trailing zero bits in float32, and neighbouring pixels share their upper
+    bits, which is what bitshuffle compresses."""
+    quantum = 2.0 ** np.floor(np.log2(bin_width / fraction))
+    return (np.round(np.asarray(radius_map, np.float64) / quantum) * quantum).astype(np.float32)
+
+
+def rounded_mantissa(values: np.ndarray, bits: int = 12) -> np.ndarray:
+    """float32 copy of ``values`` with the mantissa rounded to ``bits`` bits (relative error <= 2**-(bits+1))."""
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    drop = 23 - bits
+    word = v.view(np.uint32).astype(np.uint64)
+    word = ((word + (1 << (drop - 1))) >> drop) << drop
+    out = word.astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(v), out, v)
+
+
+def _grow(group: h5py.Group, name: str, values: np.ndarray, chunks: tuple[int, ...], **filters) -> None:
+    """Append ``values`` along axis 0 of the resizable dataset ``name`` (created on first use)."""
+    if name not in group:
+        group.create_dataset(name, data=values, maxshape=(None,) + values.shape[1:], chunks=chunks, **filters)
+        return
+    ds = group[name]
+    start = ds.shape[0]
+    ds.resize(start + values.shape[0], axis=0)
+    ds[start:] = values
+
+
+class SparseWriter:
+    """Write sparse frames batch by batch; the file appears (atomically) when the ``with`` block succeeds.
+
+    Args:
+        path: output file.
+        radius_map: float ``(ny, nx)``: radial position of each pixel centre, NaN = masked (the binning's
+            ``pixel_radius``).
+        radial: ``(nbins,)`` uniform bin centres; unit: their unit name.
+        dtype: dtype of the stored intensities (``SparseFrames.intensity.dtype``).
+        normalization: float ``(ny, nx)`` turning normalised background into detector counts, or None.
+        dummy: value of masked pixels when densified (default 0 for integers, NaN for floats).
+        configuration: JSON-ready dict stored in ``sparsify/configuration/data`` (keys ``geometry``,
+            ``sparsify``, ...).
+        provenance: an :class:`~braggsieve.io.provenance.Provenance` (finished when the file is closed).
+        instrument: optional dict ``distance`` (m), ``x_pixel_size``/``y_pixel_size`` (m), ``beam_center_x``/
+            ``beam_center_y`` (pixels), ``wavelength`` (m), written like pyFAI's NXdetector.
+        creator_compat: write a root ``creator`` that FabIO's ``fabio.open`` recognises (see module docstring).
+        radius_fraction: the radius map is rounded to at most 1/radius_fraction of a bin (0 = exact float32).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, radius_map: np.ndarray, radial: np.ndarray, unit: str,
+                 dtype, normalization: np.ndarray | None = None, dummy=None,
+                 configuration: dict[str, Any] | None = None, provenance=None,
+                 instrument: dict[str, float] | None = None, creator_compat: bool = False,
+                 radius_fraction: int = 16):
+        self.path = os.fspath(path)
+        self.shape = tuple(radius_map.shape)
+        self.dtype = np.dtype(dtype)
+        radial = np.asarray(radial, dtype=np.float64)
+        self._radial = radial
+        self._unit = unit
+        self._radius_map = radius_map
+        self._radius_fraction = radius_fraction
+        self._normalization = normalization
+        self._dummy = dummy
+        self._configuration = configuration or {}
+        self._provenance = provenance
+        self._instrument = instrument
+        self._creator_compat = creator_compat
+        self._frame_ptr = [0]
+        self._sources: list[str] = []
+        self._stack = contextlib.ExitStack()
+        self._h5: h5py.File | None = None
+
+    def __enter__(self) -> "SparseWriter":
+        tmp = self._stack.enter_context(atomic_output(self.path))
+        self._h5 = self._stack.enter_context(h5py.File(tmp, "w"))
+        self._write_static()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._finish()
+        finally:
+            return self._stack.__exit__(exc_type, exc, tb)
+
+    @property
+    def nframes(self) -> int:
+        return len(self._frame_ptr) - 1
+
+    def _write_static(self) -> None:
+        h5 = self._h5
+        version = f"braggsieve {__version__}"
+        h5.attrs.update({"NX_class": "NXroot", "default": ENTRY,
+                         "creator": f"pyFAI-compatible sparse frames ({version})" if self._creator_compat
+                         else version})
+        entry = h5.create_group(ENTRY)
+        entry.attrs.update({"NX_class": "NXentry", "default": NXDATA,
+                            "pyFAI_sparse_frames": f"/{ENTRY}/{NXDATA}"})
+        entry.create_dataset("program_name", data="braggsieve", dtype=_TEXT)
+        entry.create_dataset("start_time", data=self._provenance.start_time if self._provenance else "",
+                             dtype=_TEXT)
+        data = entry.create_group(NXDATA)
+        data.attrs.update({"NX_class": "NXdata", "signal": "background_avg"})
+        data.attrs.create("axes", [".", "radius"], dtype=_TEXT)
+        radius = data.create_dataset("radius", data=self._radial.astype(np.float32))
+        radius.attrs.update({"interpretation": "spectrum", "unit": self._unit, "long_name": f"bin centre ({self._unit})"})
+        width = (self._radial[-1] - self._radial[0]) / (len(self._radial) - 1) if len(self._radial) > 1 else 1.0
+        rmap = (quantised_radius(self._radius_map, width, self._radius_fraction) if self._radius_fraction
+                else np.asarray(self._radius_map, np.float32))
+        mask = data.create_dataset("mask", data=rmap, chunks=(min(256, self.shape[0]), self.shape[1]), **_STATIC)
+        mask.attrs.update({"interpretation": "image", "unit": self._unit,
+                           "long_name": "radial position of each pixel centre; NaN = masked pixel"})
+        if self._normalization is not None:
+            norm = data.create_dataset("normalization", data=rounded_mantissa(self._normalization),
+                                       chunks=(min(256, self.shape[0]), self.shape[1]), **_STATIC)
+            norm.attrs["interpretation"] = "image"
+        dummy = self._dummy
+        if dummy is None:
+            dummy = 0 if self.dtype.kind in "iu" else np.nan
+        data.create_dataset("dummy", data=self.dtype.type(dummy) if self.dtype.kind in "iu" else float(dummy))
+        sources = entry.create_group("sources")
+        sources.attrs["NX_class"] = "NXcollection"
+
+    def append(self, sparse: SparseFrames, sources: Sequence[str], file_number: np.ndarray,
+               frame_index: np.ndarray) -> None:
+        """Add a batch of frames, in input order.
+
+        Args:
+            sparse: the picked pixels and backgrounds of ``sparse.nframes`` frames.
+            sources: the input file names (the whole list, which may grow between calls).
+            file_number: int ``(nframes,)``, index into ``sources`` of each frame's file.
+            frame_index: int ``(nframes,)``, index of each frame inside its file.
+        """
+        if sparse.intensity.dtype != self.dtype:
+            raise ValueError(f"intensity dtype {sparse.intensity.dtype} differs from the file's {self.dtype}")
+        data = self._h5[f"{ENTRY}/{NXDATA}"]
+        n = sparse.nframes
+        nbins = len(self._radial)
+        if sparse.background_avg.shape != (n, nbins):
+            raise ValueError(f"background of shape {sparse.background_avg.shape} for {n} frames of {nbins} bins")
+        chunk = (min(_CHUNK_PIXELS, max(len(sparse.index), 1024)),)
+        _grow(data, "index", sparse.index.astype(np.uint32, copy=False), chunk, **_PER_FRAME)
+        _grow(data, "intensity", sparse.intensity, chunk, **_PER_FRAME)
+        rows = (max(1, min(64, (1 << 16) // max(nbins, 1))), nbins)
+        _grow(data, "background_avg", sparse.background_avg.astype(np.float32, copy=False), rows, **_PER_FRAME)
+        _grow(data, "background_std", sparse.background_std.astype(np.float32, copy=False), rows, **_PER_FRAME)
+        base = self._frame_ptr[-1] - int(sparse.frame_ptr[0])
+        self._frame_ptr.extend((np.asarray(sparse.frame_ptr[1:], np.int64) + base).tolist())
+        group = self._h5[f"{ENTRY}/sources"]
+        _grow(group, "file_number", np.asarray(file_number, np.int32), (4096,))
+        _grow(group, "frame_index", np.asarray(frame_index, np.int64), (4096,))
+        self._sources = [os.fspath(s) for s in sources]
+
+    def _finish(self) -> None:
+        entry = self._h5[ENTRY]
+        data = entry[NXDATA]
+        ptr = np.asarray(self._frame_ptr, np.int64)
+        data.create_dataset("frame_ptr", data=ptr.astype(np.uint32 if ptr[-1] < 2**32 else np.uint64))
+        for name, dtype in (("index", np.uint32), ("intensity", self.dtype)):
+            if name not in data:  # no frame at all
+                data.create_dataset(name, shape=(0,), dtype=dtype, maxshape=(None,), chunks=(1024,))
+        for name in ("background_avg", "background_std"):
+            if name not in data:
+                data.create_dataset(name, shape=(0, len(self._radial)), dtype=np.float32)
+        data["background_avg"].attrs.update({"interpretation": "spectrum", "signal": 1,
+                                             "long_name": "clipped background mean, normalised units"})
+        data["background_std"].attrs.update({"interpretation": "spectrum",
+                                             "long_name": "clipped background pixel std, normalised units"})
+        data["errors"] = data["background_std"]
+        sources = entry["sources"]
+        sources.create_dataset("files", data=np.array(self._sources, dtype=object), dtype=_TEXT)
+        for name, dtype in (("file_number", np.int32), ("frame_index", np.int64)):
+            if name not in sources:
+                sources.create_dataset(name, shape=(0,), dtype=dtype)
+        process = entry.create_group("sparsify")
+        if self._provenance is not None:
+            from .provenance import write_provenance
+            provenance = self._provenance.finish()
+            write_provenance(process, provenance)
+            config = json.loads(process["configuration/data"][()])
+            del process["configuration/data"]
+            entry.create_dataset("end_time", data=provenance.end_time, dtype=_TEXT)
+        else:
+            process.attrs["NX_class"] = "NXprocess"
+            process.create_group("configuration").attrs["NX_class"] = "NXnote"
+            process.create_dataset("configuration/type", data="text/json", dtype=_TEXT)
+            config = {}
+        config.update(self._configuration)
+        process.create_dataset("configuration/data", data=json.dumps(config, indent=1), dtype=_TEXT)
+        if self._instrument:
+            self._write_instrument(entry, self._instrument)
+
+    @staticmethod
+    def _write_instrument(entry: h5py.Group, info: dict[str, float]) -> None:
+        instrument = entry.create_group("instrument")
+        instrument.attrs["NX_class"] = "NXinstrument"
+        detector = instrument.create_group("detector")
+        detector.attrs["NX_class"] = "NXdetector"
+        units = {"distance": "m", "x_pixel_size": "m", "y_pixel_size": "m", "beam_center_x": "pixel",
+                 "beam_center_y": "pixel"}
+        for name, unit in units.items():
+            if info.get(name) is not None:
+                detector.create_dataset(name, data=float(info[name])).attrs["units"] = unit
+        if info.get("wavelength") is not None:
+            mono = instrument.create_group("monochromator")
+            mono.attrs["NX_class"] = "NXmonochromator"
+            mono.create_dataset("wavelength", data=float(info["wavelength"]) * 1e10).attrs["units"] = "Angstrom"
+
+
+@dataclass(frozen=True)
+class SparseBatch:
+    """Frames ``start .. stop-1`` of a sparse file, ready for :class:`braggsieve.engine.densify.Densifier`."""
+
+    start: int
+    frame_ptr: np.ndarray       # int64 (n + 1,), absolute offsets into the file's index/intensity
+    index: np.ndarray           # uint32 (frame_ptr[-1] - frame_ptr[0],)
+    intensity: np.ndarray
+    background_avg: np.ndarray  # float32 (n, nbins)
+    background_std: np.ndarray  # float32 (n, nbins)
+
+
+class SparseFile:
+    """Read a sparse-frames file written by braggsieve or by pyFAI's ``sparsify-Bragg`` (or LIMA2).
+
+    The NXdata group is found as FabIO does (root ``@default`` -> entry ``@pyFAI_sparse_frames`` or
+    ``@default``).  Static arrays are read on opening; per-frame data with :meth:`read`.  Use as a context
+    manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot open as HDF5 ({exc})", self.path) from None
+        try:
+            self._locate()
+        except BaseException:
+            self._h5.close()
+            raise
+
+    def _locate(self) -> None:
+        h5 = self._h5
+        entry_name = h5.attrs.get("default")
+        if isinstance(entry_name, bytes):
+            entry_name = entry_name.decode()
+        if not entry_name or entry_name not in h5:
+            raise InputError("not a sparse-frames file: no root @default entry", self.path)
+        self.entry = h5[entry_name]
+        data_name = self.entry.attrs.get("pyFAI_sparse_frames") or self.entry.attrs.get("default")
+        if isinstance(data_name, bytes):
+            data_name = data_name.decode()
+        if not data_name or data_name not in self.entry:
+            raise InputError(f"not a sparse-frames file: entry {self.entry.name} names no NXdata group", self.path)
+        data = self.entry[data_name]
+        missing = [name for name in REQUIRED + ("radius", "background_avg") if name not in data]
+        if missing:
+            raise InputError(f"not a sparse-frames file: {data.name} lacks {', '.join(missing)}", self.path)
+        self._data = data
+        try:
+            self.radius_map = data["mask"][()]
+            self.radial = data["radius"][()].astype(np.float64)
+            self.frame_ptr = data["frame_ptr"][()].astype(np.int64)
+            self.normalization = data["normalization"][()] if "normalization" in data else None
+            dtype = data["intensity"].dtype
+            self.dtype = np.dtype(dtype)
+            self.dummy = self.dtype.type(data["dummy"][()]) if "dummy" in data else None
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"unreadable sparse-frames data ({exc})", self.path) from None
+        self.unit = data["radius"].attrs.get("unit") or data["mask"].attrs.get("unit") or ""
+        self.creator = str(self._h5.attrs.get("creator", ""))
+        self.nframes = len(self.frame_ptr) - 1
+        if self.radius_map.ndim != 2:
+            raise InputError(f"{data.name}/mask is not an image (shape {self.radius_map.shape})", self.path)
+        if data["background_avg"].shape != (self.nframes, len(self.radial)):
+            raise InputError(f"{data.name}/background_avg has shape {data['background_avg'].shape}, expected "
+                             f"({self.nframes}, {len(self.radial)})", self.path)
+        if data["index"].shape[0] < self.frame_ptr[-1] or data["intensity"].shape[0] < self.frame_ptr[-1]:
+            raise InputError(f"{data.name}: frame_ptr points beyond index/intensity (truncated file?)", self.path)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(ny, nx)`` of the dense frames."""
+        return tuple(self.radius_map.shape)
+
+    @property
+    def configuration(self) -> dict[str, Any]:
+        """The JSON configuration (``{"geometry": ..., "sparsify": ...}``), {} when absent or unreadable."""
+        try:
+            return json.loads(self.entry["sparsify/configuration/data"][()])
+        except (KeyError, ValueError, TypeError):
+            return {}
+
+    @property
+    def sources(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        """(file names, file_number ``(nframes,)``, frame_index ``(nframes,)``) or None (pyFAI files)."""
+        if "sources/files" not in self.entry:
+            return None
+        group = self.entry["sources"]
+        return list(group["files"].asstr()[()]), group["file_number"][()], group["frame_index"][()]
+
+    def instrument(self) -> dict[str, float]:
+        """``distance``, pixel sizes (m), beam centre (pixels), ``wavelength`` (m) found in the entry's
+        NXdetector/NXmonochromator (pyFAI and braggsieve write them), else {}."""
+        info: dict[str, float] = {}
+        for group in self.entry.values():
+            if not isinstance(group, h5py.Group) or group.attrs.get("NX_class") != "NXinstrument":
+                continue
+            for sub in group.values():
+                kind = sub.attrs.get("NX_class") if isinstance(sub, h5py.Group) else None
+                if kind == "NXdetector":
+                    for name in ("distance", "x_pixel_size", "y_pixel_size", "beam_center_x", "beam_center_y"):
+                        if name in sub:
+                            info[name] = float(sub[name][()])
+                elif kind == "NXmonochromator" and "wavelength" in sub:
+                    info["wavelength"] = float(sub["wavelength"][()]) * 1e-10  # stored in Angstrom
+        return info
+
+    def read(self, start: int = 0, stop: int | None = None) -> SparseBatch:
+        """Frames ``start .. stop-1`` (default: to the end)."""
+        stop = self.nframes if stop is None else min(stop, self.nframes)
+        if not 0 <= start <= stop:
+            raise InputError(f"frame range {start}:{stop} outside 0:{self.nframes}", self.path)
+        ptr = self.frame_ptr[start:stop + 1]
+        data = self._data
+        try:
+            index = data["index"][ptr[0]:ptr[-1]]
+            intensity = data["intensity"][ptr[0]:ptr[-1]]
+            avg = data["background_avg"][start:stop].astype(np.float32)
+            std = (data["background_std"][start:stop].astype(np.float32) if "background_std" in data
+                   else np.zeros_like(avg))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read frames {start}:{stop} ({exc})", self.path) from None
+        return SparseBatch(start, ptr, index.astype(np.uint32, copy=False), intensity, avg, std)
+
+    def stored_bytes(self) -> int:
+        """Size of the file on disk."""
+        return os.path.getsize(self.path)
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> "SparseFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,152 @@
+"""Sparse-frames files: braggsieve's writer read by FabIO, pyFAI's file read by braggsieve, bad input."""
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from braggsieve.engine.densify import Densifier
+from braggsieve.engine.records import SparseFrames
+from braggsieve.errors import InputError
+from braggsieve.io.sparse import SparseFile, SparseWriter, quantised_radius, rounded_mantissa
+
+fabio = pytest.importorskip("fabio")
+from fabio.sparseimage import SparseImage  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+def _frames(nframes=4, shape=(50, 64), nbins=30, seed=1, dtype=np.uint32):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    radius = (np.hypot(yy - 24.6, xx - 30.2) * 0.1).astype(np.float32)
+    radius[10, :] = np.nan
+    radial = np.linspace(0.2, 4.0, nbins)
+    batches = []
+    for f in range(nframes):
+        counts = rng.integers(0, 60)
+        index = np.sort(rng.choice(radius.size, counts, replace=False)).astype(np.uint32)
+        intensity = rng.integers(10, 60000, counts).astype(dtype)
+        bg = (10 * np.exp(-radial / 2) + 1 + f).astype(np.float32)[None]
+        batches.append(SparseFrames(np.array([0, counts]), index, intensity, bg, np.sqrt(bg), radial, "r_mm"))
+    norm = (0.5 + 0.5 * rng.uniform(size=shape)).astype(np.float32)
+    return radius, radial, norm, batches
+
+
+def _write(path, radius, radial, norm, batches, **kw):
+    with SparseWriter(path, radius_map=radius, radial=radial, unit="r_mm", dtype=batches[0].intensity.dtype,
+                      normalization=norm, configuration={"sparsify": {"cutoff_pick": 2.0}}, **kw) as writer:
+        for number, batch in enumerate(batches):
+            writer.append(batch, ["a.h5", "b.h5"], [number % 2], [number // 2])
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int32, np.float32])
+def test_fabio_reads_braggsieve_files_and_densifies_identically(tmp_path, dtype):
+    radius, radial, norm, batches = _frames(dtype=dtype)
+    path = tmp_path / "s.h5"
+    _write(path, radius, radial, norm, batches)
+    image = SparseImage()
+    image.read(str(path))
+    assert image.nframes == len(batches)
+    with SparseFile(path) as sparse:
+        assert sparse.nframes == len(batches) and sparse.shape == radius.shape and sparse.dtype == dtype
+        densify = Densifier(sparse.radius_map, sparse.radial, normalization=sparse.normalization,
+                            dtype=sparse.dtype, dummy=sparse.dummy)
+        batch = sparse.read(0)
+        ours = densify(batch.background_avg, batch.background_std, batch.frame_ptr, batch.index, batch.intensity)
+        files, number, index = sparse.sources
+        assert files == ["a.h5", "b.h5"] and list(number) == [0, 1, 0, 1] and list(index) == [0, 0, 1, 1]
+        assert sparse.configuration["sparsify"]["cutoff_pick"] == 2.0
+    for f, original in enumerate(batches):
+        frame = image.getframe(f).data
+        np.testing.assert_array_equal(frame, ours[f])
+        # the stored pixels come back exactly, at the right places
+        np.testing.assert_array_equal(frame.ravel()[original.index], original.intensity)
+        # the stored maps are the originals up to their documented precision
+    step = radial[1] - radial[0]
+    finite = np.isfinite(radius)
+    assert np.array_equal(finite, np.isfinite(image.mask))
+    assert np.max(np.abs(image.mask[finite] - radius[finite])) <= step / 32
+    assert np.max(np.abs(image.normalization / norm - 1)) < 2 ** -12
+
+
+def test_fabio_open_recognises_only_the_compatible_creator(tmp_path):
+    radius, radial, norm, batches = _frames()
+    plain, compat = tmp_path / "plain.h5", tmp_path / "compat.h5"
+    _write(plain, radius, radial, norm, batches)
+    _write(compat, radius, radial, norm, batches, creator_compat=True)
+    with h5py.File(plain) as h5:
+        assert h5.attrs["creator"].startswith("braggsieve")
+    img = fabio.open(str(compat))
+    assert type(img).__name__ == "SparseImage" and img.nframes == len(batches)
+    with pytest.raises(Exception):
+        fabio.open(str(plain))
+
+
+def test_braggsieve_reads_pyfai_file_like_fabio():
+    path = DATA / "pyfai_sparse_tiny.h5"
+    original = np.load(DATA / "pyfai_sparse_tiny_frames.npy")
+    mask = np.load(DATA / "pyfai_sparse_tiny_mask.npy").astype(bool)
+    image = SparseImage()
+    image.read(str(path))
+    with SparseFile(path) as sparse:
+        assert sparse.creator.startswith("pyFAI") and sparse.unit == "r_mm" and sparse.nframes == 3
+        assert sparse.sources is None and sparse.instrument()["distance"] == pytest.approx(0.05)
+        assert sparse.configuration["sparsify"]["cutoff_pick"] == 3.0
+        densify = Densifier(sparse.radius_map, sparse.radial, normalization=sparse.normalization,
+                            dtype=sparse.dtype, dummy=sparse.dummy)
+        for f in range(sparse.nframes):
+            batch = sparse.read(f, f + 1)
+            ours = densify(batch.background_avg, batch.background_std, batch.frame_ptr, batch.index,
+                           batch.intensity)[0]
+            np.testing.assert_array_equal(ours, image.getframe(f).data)
+            # pyFAI stored the above-background pixels exactly as measured
+            np.testing.assert_array_equal(ours.ravel()[batch.index], original[f].ravel()[batch.index])
+            # and the background it rebuilt is close to the measured frame away from the spots
+            keep = ~mask & (ours == np.round(ours))
+            rest = np.ones(ours.size, bool)
+            rest[batch.index] = False
+            rest &= keep.ravel() & (ours.ravel() > 0)
+            assert abs(np.mean(ours.ravel()[rest]) / np.mean(original[f].ravel()[rest]) - 1) < 0.1
+
+
+def test_no_file_is_left_when_writing_fails(tmp_path):
+    radius, radial, norm, batches = _frames()
+    path = tmp_path / "s.h5"
+    with pytest.raises(RuntimeError):
+        with SparseWriter(path, radius_map=radius, radial=radial, unit="r_mm", dtype=np.uint32) as writer:
+            writer.append(batches[0], ["a"], [0], [0])
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_sparse_files(tmp_path):
+    radius, radial, norm, batches = _frames()
+    good = tmp_path / "good.h5"
+    _write(good, radius, radial, norm, batches)
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(good.read_bytes()[:4000])
+    with pytest.raises(InputError, match="truncated.h5"):
+        SparseFile(truncated)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h5:
+        h5.attrs["default"] = "entry"
+        h5["entry/data/intensity"] = np.zeros(3)
+        h5["entry"].attrs["default"] = "data"
+    with pytest.raises(InputError, match="lacks mask, frame_ptr, index"):
+        SparseFile(other)
+    text = tmp_path / "text.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(InputError, match="cannot open as HDF5"):
+        SparseFile(text)
+
+
+def test_static_map_rounding_bounds():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.01, 50, 10000).astype(np.float32)
+    values[::7] = np.nan
+    q = quantised_radius(values, bin_width=0.05)
+    ok = np.isfinite(values)
+    assert np.array_equal(ok, np.isfinite(q)) and np.max(np.abs(q[ok] - values[ok])) <= 0.05 / 32
+    m = rounded_mantissa(values)
+    assert np.max(np.abs(m[ok] / values[ok] - 1)) <= 2.0 ** -13
