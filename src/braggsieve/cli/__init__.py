@@ -17,6 +17,8 @@ from ..errors import BraggsieveError
 
 # Subcommands, in the order `braggsieve --help` lists them.
 COMMANDS: list[str] = [
+    "simulate",
+    "mask",
 ]
 
 

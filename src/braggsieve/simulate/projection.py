@@ -1,0 +1,84 @@
+"""From a diffracted beam's direction to the raw pixel it hits: the inverse of braggsieve.geometry's maps.
+
+geometry places the point ``(p1, p2)`` of the detector plane at ``x = R (p1 - poni1, p2 - poni2, dist)`` in the
+laboratory (:func:`braggsieve.geometry.pixels.lab_coordinates`).  A ray from the sample along ``k`` therefore
+meets the plane where ``R^T k`` is proportional to ``(p1 - poni1, p2 - poni2, dist)``; the panel holding that
+point (a single panel spanning the raw array for one-image detectors) gives fractional raw coordinates, with
+pixel centres at integer indices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..geometry.detectors import Detector
+from ..geometry.panels import Panel
+from ..geometry.pixels import rotation_matrix
+from ..geometry.poni import Poni
+
+
+def detector_panels(detector: Detector) -> tuple[Panel, ...]:
+    """The panels of ``detector``: its own for stacked-panel detectors, else one panel covering the raw array
+    (with pyFAI's orientation flips, as :meth:`Detector.pixel_positions`)."""
+    if detector.panels:
+        return detector.panels
+    ny, nx = detector.shape
+    s1, s2 = detector.pixel_size
+    flip_rows = detector.orientation in (1, 2)
+    flip_cols = detector.orientation in (1, 4)
+    corner = (ny * s1 if flip_rows else 0.0, nx * s2 if flip_cols else 0.0)
+    return (Panel("all", (0, ny), (0, nx), corner, (-s1 if flip_rows else s1, 0.0), (0.0, -s2 if flip_cols else s2)),)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Direction -> raw pixel mapping of one geometry (built by :meth:`from_poni`).
+
+    rotation: detector -> lab rotation (3, 3); dist, poni1, poni2: metres.
+    corner: (npanels, 2) outer corner of each panel's first pixel in the plane (metres).
+    to_panel: (npanels, 2, 2) inverse of the matrix whose columns are the panel's ss and fs step vectors.
+    bounds: (npanels, 4) int64 raw rows [start, stop) and columns [start, stop) of each panel.
+    pixel_steps: (npanels, 2) length in metres of one raw row step and one raw column step.
+    """
+
+    rotation: np.ndarray
+    dist: float
+    poni1: float
+    poni2: float
+    corner: np.ndarray
+    to_panel: np.ndarray
+    bounds: np.ndarray
+    pixel_steps: np.ndarray
+
+    @classmethod
+    def from_poni(cls, poni: Poni) -> "Projection":
+        panels = detector_panels(poni.detector)
+        steps = np.array([[p.ss_vector, p.fs_vector] for p in panels], dtype=np.float64)  # (P, 2 steps, 2 coords)
+        return cls(rotation=rotation_matrix(poni.rot1, poni.rot2, poni.rot3), dist=poni.dist, poni1=poni.poni1,
+                   poni2=poni.poni2, corner=np.array([p.corner for p in panels], dtype=np.float64),
+                   to_panel=np.linalg.inv(np.transpose(steps, (0, 2, 1))),
+                   bounds=np.array([(*p.ss, *p.fs) for p in panels], dtype=np.int64),
+                   pixel_steps=np.linalg.norm(steps, axis=2))
+
+    def plane_position(self, direction: np.ndarray) -> np.ndarray:
+        """(k, 2) plane coordinates (p1, p2) in metres where rays along ``direction`` (k, 3) meet the detector
+        plane; NaN for rays that point away from it."""
+        w = np.asarray(direction, dtype=np.float64) @ self.rotation  # = (R^T k) for each row
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(w[:, 2] > 0, self.dist / w[:, 2], np.nan)
+        return np.stack([self.poni1 + t * w[:, 0], self.poni2 + t * w[:, 1]], axis=1)
+
+    def raw_position(self, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fractional raw (row, col) float64 (k,) hit by rays along ``direction`` (k, 3), pixel centres at
+        integer indices, and the panel index (int64, -1 and NaN positions where no panel is hit)."""
+        plane = self.plane_position(direction)
+        local = np.einsum("pij,kpj->kpi", self.to_panel, plane[:, None, :] - self.corner[None])  # (k, P, 2)
+        size = (self.bounds[:, [1, 3]] - self.bounds[:, [0, 2]]).astype(np.float64)
+        inside = np.all((local >= 0) & (local < size[None]), axis=2)  # NaN compares False
+        hit = inside.any(axis=1)
+        panel = np.where(hit, np.argmax(inside, axis=1), -1)
+        chosen = local[np.arange(len(panel)), np.maximum(panel, 0)]
+        row = np.where(hit, self.bounds[np.maximum(panel, 0), 0] + chosen[:, 0] - 0.5, np.nan)
+        col = np.where(hit, self.bounds[np.maximum(panel, 0), 2] + chosen[:, 1] - 0.5, np.nan)
+        return row, col, panel
