@@ -19,6 +19,7 @@ from ..errors import BraggsieveError
 COMMANDS: list[str] = [
     "simulate",
     "mask",
+    "poni",
 ]
 
 

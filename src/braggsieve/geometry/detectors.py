@@ -16,6 +16,7 @@ Positions are in pyFAI's detector-plane coordinates ``(p1, p2)`` (metres, p1 alo
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,3 +215,18 @@ def get_detector(name: str) -> Detector:
         return _BY_NORMALISED[_normalise(name)]
     except KeyError:
         raise ParameterError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}") from None
+
+
+def match_detector(shape: tuple[int, int], pixel_size: tuple[float, float], description: str | None = None
+                   ) -> Detector:
+    """The registry detector with frames of ``shape`` and this (slow, fast) pixel size (1% tolerance), for
+    files that state only those (NXmx, miniCBF); when several match, the one whose family ("eiger",
+    "pilatus", ...) ``description`` names.  Otherwise a generic detector of that shape and pixel size."""
+    shape = (int(shape[0]), int(shape[1]))
+    candidates = [d for d in DETECTORS.values() if d.shape == shape
+                  and np.allclose(d.pixel_size, pixel_size, rtol=0.01, atol=0)]
+    described = _normalise(description or "")
+    named = [d for d in candidates if re.match("[a-z]+", d.name).group() in described]  # family: "eiger"
+    if len(named) == 1 or len(candidates) == 1:
+        return (named or candidates)[0]
+    return Detector.generic(shape, pixel_size)
