@@ -224,3 +224,21 @@ def test_pilatus_cbf_bz2_stills_against_fabio():
         np.testing.assert_array_equal(frame, fabio.open(str(path)).data)
     gaps = source.metadata.pixel_mask
     assert gaps.sum() == 526101 + 625  # -1 (module gaps) and -2 (bad pixels), README of the data
+
+
+def test_prefetch_threads_and_early_stop_give_the_same_frames(tmp_path):
+    data = _frames(9, dtype=np.int32)
+    for i, frame in enumerate(data):
+        fabio.cbfimage.CbfImage(data=frame).write(str(tmp_path / f"f{i:02d}.cbf"))
+    pattern = str(tmp_path / "f*.cbf")
+    serial = open_frames(pattern, workers=1)
+    frames, *_ = zip(*serial.iter_batches(4, prefetch=False))
+    np.testing.assert_array_equal(np.concatenate(frames), data)
+    parallel = open_frames(pattern, workers=3)
+    frames, *_ = zip(*parallel.iter_batches(4))
+    np.testing.assert_array_equal(np.concatenate(frames), data)
+    batches = parallel.iter_batches(2)
+    first, ids = next(batches)
+    batches.close()  # stopping early joins the prefetch thread and closes the files
+    np.testing.assert_array_equal(first, data[:2])
+    assert parallel._pool is None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -322,11 +323,15 @@ class FrameSource:
         metadata: DetectorMetadata of the first input file; its ``pixel_mask`` also holds the detector markers
             (Pilatus -1/-2, Eiger 0xFFFFFFFF) of the first selected frame.
         h5path: the HDF5 dataset path used for HDF5 inputs.
+        workers: threads decoding image files (CBF, EDF, TIFF, ...) of one batch in parallel.
     """
 
-    def __init__(self, paths, h5path: str = DEFAULT_H5PATH, frames: FrameRange | str | None = None):
+    def __init__(self, paths, h5path: str = DEFAULT_H5PATH, frames: FrameRange | str | None = None,
+                 workers: int | None = None):
         self.sources = expand_paths(paths)
         self.h5path = h5path
+        self.workers = workers or min(8, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
         self._inputs: list[_Input] = []
         for number, path in enumerate(self.sources):
             if not os.path.exists(path):
@@ -374,28 +379,58 @@ class FrameSource:
         count = min(out.shape[0], self.nframes - start)
         ids = self.frame_ids(start, count)
         step = self._selection.step
-        filled = 0
+        jobs, filled = [], 0
         for number in np.unique(ids.source):
             local = ids.index[ids.source == number]
-            item = self._inputs[number]
-            item.read(int(local[0]), int(local[-1]) + 1, step, out[filled:filled + len(local)])
+            jobs.append((self._inputs[number], int(local[0]), int(local[-1]) + 1, out[filled:filled + len(local)]))
             filled += len(local)
-            if number != ids.source[-1]:
+
+        def run(job):
+            item, first, stop, dest = job
+            item.read(first, stop, step, dest)
+            if item is not self._inputs[ids.source[-1]]:
                 item.close()
+
+        if len(jobs) > 1 and self.workers > 1 and all(isinstance(job[0], _FabioInput) for job in jobs):
+            if self._pool is None:  # image files decode in parallel (bz2, CBF byte offset release the GIL)
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="braggsieve-decode")
+            list(self._pool.map(run, jobs))
+        else:
+            for job in jobs:
+                run(job)
         return ids
 
-    def iter_batches(self, batch_size: int = 16) -> Iterator[tuple[np.ndarray, FrameIds]]:
+    def iter_batches(self, batch_size: int = 16, prefetch: bool = True) -> Iterator[tuple[np.ndarray, FrameIds]]:
         """Yield ``(frames, ids)`` for consecutive batches of at most ``batch_size`` frames, in input order.
 
-        ``frames`` is a new (n, ny, nx) array of the raw dtype for each batch, so only the batches a caller
-        keeps stay in memory."""
+        ``frames`` is a new (n, ny, nx) array of the raw dtype for each batch.  With ``prefetch`` the next batch
+        is read in a background thread while the caller works on the current one, so at most two batches
+        (plus those the caller keeps) are in memory."""
         if batch_size < 1:
             raise ParameterError(f"batch size must be at least 1, got {batch_size}")
+
+        def read(start):
+            out = np.empty((min(batch_size, self.nframes - start), *self.shape), self.dtype)
+            return out, self.read_into(out, start)
+
+        starts = range(0, self.nframes, batch_size)
+        if not prefetch:
+            try:
+                yield from map(read, starts)
+            finally:
+                self.close()
+            return
+        reader = ThreadPoolExecutor(1, thread_name_prefix="braggsieve-prefetch")
+        pending = reader.submit(read, starts[0])
         try:
-            for start in range(0, self.nframes, batch_size):
-                out = np.empty((min(batch_size, self.nframes - start), *self.shape), self.dtype)
-                yield out, self.read_into(out, start)
+            for following in [*starts[1:], None]:
+                batch = pending.result()
+                pending = reader.submit(read, following) if following is not None else None
+                yield batch
         finally:
+            if pending is not None:
+                pending.cancel()
+            reader.shutdown(wait=True)
             self.close()
 
     def input_of(self, source: int) -> tuple[str, str]:
@@ -408,8 +443,12 @@ class FrameSource:
         return [i.nframes for i in self._inputs]
 
     def close(self) -> None:
+        """Close open files and stop the decoding threads (both come back on the next read)."""
         for item in self._inputs:
             item.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def __enter__(self) -> "FrameSource":
         return self
@@ -425,6 +464,8 @@ class FrameSource:
                 f"first {self.sources[0]})")
 
 
-def open_frames(paths, h5path: str = DEFAULT_H5PATH, frames: FrameRange | str | None = None) -> FrameSource:
-    """Open ``paths`` (a path, a glob pattern, or a list of them) as one sequence of frames; see FrameSource."""
-    return FrameSource(paths, h5path=h5path, frames=frames)
+def open_frames(paths, h5path: str = DEFAULT_H5PATH, frames: FrameRange | str | None = None,
+                workers: int | None = None) -> FrameSource:
+    """Open ``paths`` (a path, a glob pattern, or a list of them) as one sequence of frames; see FrameSource.
+    ``workers``: threads that decode image files in parallel (default: the number of cores, at most 8)."""
+    return FrameSource(paths, h5path=h5path, frames=frames, workers=workers)
