@@ -91,19 +91,19 @@ def _accumulate(value, weight, csig, cvar, coef, n, with_scatter, out):
 
 
 @numba.njit(cache=True)
-def _gather(signal, variance, norm, indices, coef, has_coef, start, stop, value, weight, csig, cvar, cc):
-    """Copy the valid pixels of CSR row [start, stop) of one frame into the buffers; returns their number."""
+def _gather(pixels, norm, coef, has_coef, start, stop, value, weight, csig, cvar, cc):
+    """Copy the valid pixels of CSR row [start, stop) of one frame (``pixels`` (nnz, 2) signal and variance,
+    ``norm`` (nnz,), in CSR order) into the float64 buffers; returns their number."""
     n = 0
     for j in range(start, stop):
-        idx = indices[j]
-        s = signal[idx]
-        var = variance[idx]
+        s = pixels[j, 0]
+        var = pixels[j, 1]
         if np.isnan(s) or np.isnan(var):
             continue
         c = coef[j] if has_coef else 1.0
         if c == 0.0:
             continue
-        nrm = np.float64(norm[idx])
+        nrm = np.float64(norm[j])
         value[n] = s / nrm
         weight[n] = c * nrm
         csig[n] = c * s
@@ -114,9 +114,29 @@ def _gather(signal, variance, norm, indices, coef, has_coef, start, stop, value,
 
 
 @numba.njit(parallel=True, cache=True)
-def _bin_sums_kernel(signal, variance, norm, indptr, indices, coef, has_coef, out):
-    """out (7, nframes, nbins) <- sums of every (frame, bin); signal/variance (nframes, npix)."""
-    nframes = signal.shape[0]
+def _scatter_to_csr(signal, variance, position, pixels):
+    """Write (nframes, npix) signal and variance into CSR order, interleaved: pixels (nframes, nnz, 2);
+    pixel i goes to entry position[i] (-1: in no bin).  Reads are sequential and writes go to one moving
+    cursor per bin, so this runs at memory speed, unlike a bin-by-bin gather (interleaving halves the
+    number of write streams, which doubles the speed)."""
+    nframes, npix = signal.shape
+    chunk = 65536
+    nchunks = (npix + chunk - 1) // chunk
+    for k in numba.prange(nframes * nchunks):
+        f = k // nchunks
+        start = (k - f * nchunks) * chunk
+        for i in range(start, min(start + chunk, npix)):
+            p = position[i]
+            if p >= 0:
+                pixels[f, p, 0] = signal[f, i]
+                pixels[f, p, 1] = variance[f, i]
+
+
+@numba.njit(parallel=True, cache=True)
+def _bin_sums_kernel(pixels, norm, indptr, coef, has_coef, out):
+    """out (7, nframes, nbins) <- sums of every (frame, bin); pixels (nframes, nnz, 2) signal and variance
+    and norm (nnz,) in CSR order."""
+    nframes = pixels.shape[0]
     nbins = indptr.size - 1
     for k in numba.prange(nbins * nframes):
         b = k // nframes
@@ -128,8 +148,7 @@ def _bin_sums_kernel(signal, variance, norm, indptr, indices, coef, has_coef, ou
         csig = np.empty(size)
         cvar = np.empty(size)
         cc = np.empty(size)
-        n = _gather(signal[f], variance[f], norm, indices, coef, has_coef, start, stop,
-                    value, weight, csig, cvar, cc)
+        n = _gather(pixels[f], norm, coef, has_coef, start, stop, value, weight, csig, cvar, cc)
         acc = np.empty(7)
         _accumulate(value, weight, csig, cvar, cc, n, True, acc)
         for q in range(7):
@@ -137,10 +156,10 @@ def _bin_sums_kernel(signal, variance, norm, indptr, indices, coef, has_coef, ou
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigma_clip_kernel(signal, variance, norm, indptr, indices, coef, has_coef, azimuthal, hybrid,
-                       cutoff, cycles, out):
-    """Sigma-clip every (frame, bin); out (7, nframes, nbins) <- sums of the surviving pixels."""
-    nframes = signal.shape[0]
+def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, azimuthal, hybrid, cutoff, cycles, out):
+    """Sigma-clip every (frame, bin) (inputs in CSR order, as _bin_sums_kernel); out (7, nframes, nbins) <-
+    sums of the surviving pixels."""
+    nframes = pixels.shape[0]
     nbins = indptr.size - 1
     for k in numba.prange(nbins * nframes):
         b = k // nframes
@@ -152,8 +171,7 @@ def _sigma_clip_kernel(signal, variance, norm, indptr, indices, coef, has_coef, 
         csig = np.empty(size)
         cvar = np.empty(size)
         cc = np.empty(size)
-        n = _gather(signal[f], variance[f], norm, indices, coef, has_coef, start, stop,
-                    value, weight, csig, cvar, cc)
+        n = _gather(pixels[f], norm, coef, has_coef, start, stop, value, weight, csig, cvar, cc)
         acc = np.empty(7)
         # hybrid clips with the azimuthal scatter and reports W, which every integration also keeps
         scatter = azimuthal or hybrid
@@ -183,19 +201,57 @@ def _sigma_clip_kernel(signal, variance, norm, indptr, indices, coef, has_coef, 
             out[q, f, b] = acc[q]
 
 
-def _flat_inputs(pre: Preprocessed, binning: RadialBinning):
+@dataclass(frozen=True)
+class CsrLayout:
+    """What is static between frames, in CSR order: built once per binning and corrections and passed to
+    :func:`integrate` / :func:`sigma_clip` (``layout=``) to save a pass over ``norm`` and the inverse map.
+
+    Attributes:
+        binning: the binning it was built for.
+        norm: float32 ``(nnz,)`` norm of the pixel of each CSR entry.
+        position: int32 ``(ny * nx,)`` CSR entry of each pixel (-1: in no bin), or None with pixel
+            splitting (a pixel may then sit in several bins and frames are gathered instead).
+    """
+
+    binning: RadialBinning
+    norm: np.ndarray
+    position: np.ndarray | None
+
+
+def csr_layout(binning: RadialBinning, norm: np.ndarray) -> CsrLayout:
+    """Precompute the static CSR-ordered data for ``binning`` and the per-pixel ``norm`` (ny, nx)."""
+    position = None
+    if binning.coef is None:
+        position = np.full(binning.shape[0] * binning.shape[1], -1, np.int32)
+        position[binning.indices] = np.arange(binning.nnz, dtype=np.int32)
+    return CsrLayout(binning=binning, norm=np.ascontiguousarray(norm, np.float32).ravel()[binning.indices],
+                     position=position)
+
+
+def _csr_inputs(pre: Preprocessed, binning: RadialBinning, layout: CsrLayout | None):
+    """The kernels' inputs: signal, variance and norm in CSR order, indptr, coefficients."""
     if pre.signal.shape[1:] != binning.shape:
         raise ParameterError(f"frames of shape {pre.signal.shape[1:]} do not match the binning {binning.shape}")
+    if layout is None:
+        layout = csr_layout(binning, pre.norm)
+    elif layout.binning is not binning:
+        raise ParameterError("the CSR layout was built for another binning")
     nframes = pre.signal.shape[0]
+    signal = pre.signal.reshape(nframes, -1)
+    variance = pre.variance.reshape(nframes, -1)
+    if layout.position is None:  # pixel splitting: a pixel may appear in several bins
+        pixels = np.stack([signal[:, binning.indices], variance[:, binning.indices]], axis=-1)
+    else:
+        pixels = np.empty((nframes, binning.nnz, 2), np.float32)
+        _scatter_to_csr(signal, variance, layout.position, pixels)
     coef = binning.coef if binning.coef is not None else np.empty(0, np.float32)
-    return (pre.signal.reshape(nframes, -1), pre.variance.reshape(nframes, -1), pre.norm.ravel(),
-            binning.indptr, binning.indices, coef, binning.coef is not None)
+    return pixels, layout.norm, binning.indptr, coef, binning.coef is not None
 
 
-def bin_sums(pre: Preprocessed, binning: RadialBinning) -> BinSums:
+def bin_sums(pre: Preprocessed, binning: RadialBinning, *, layout: CsrLayout | None = None) -> BinSums:
     """Partial sums of every bin for a batch (no clipping); pixels with NaN signal are left out."""
     out = np.empty((7, pre.nframes, binning.nbins))
-    _bin_sums_kernel(*_flat_inputs(pre, binning), out)
+    _bin_sums_kernel(*_csr_inputs(pre, binning, layout), out)
     return BinSums.from_stack(out)
 
 
@@ -230,15 +286,17 @@ def profile_from_sums(sums: BinSums, binning: RadialBinning, error_model: str) -
                          sum_norm2=sums.norm2, unit=binning.unit, error_model=reported)
 
 
-def integrate(pre: Preprocessed, binning: RadialBinning, error_model: str) -> RadialProfile:
+def integrate(pre: Preprocessed, binning: RadialBinning, error_model: str, *,
+              layout: CsrLayout | None = None) -> RadialProfile:
     """Azimuthal integration of a batch: ``(nframes, nbins)`` arrays.  ``hybrid`` integrates as poisson."""
-    return profile_from_sums(bin_sums(pre, binning), binning, error_model)
+    return profile_from_sums(bin_sums(pre, binning, layout=layout), binning, error_model)
 
 
-def sigma_clip(pre: Preprocessed, binning: RadialBinning, error_model: str, clip: ClipParams) -> RadialProfile:
+def sigma_clip(pre: Preprocessed, binning: RadialBinning, error_model: str, clip: ClipParams, *,
+               layout: CsrLayout | None = None) -> RadialProfile:
     """Iterative sigma-clipping of every bin of a batch: the clipped mean and std are the background."""
     out = np.empty((7, pre.nframes, binning.nbins))
-    _sigma_clip_kernel(*_flat_inputs(pre, binning), error_model == "azimuthal", error_model == "hybrid",
+    _sigma_clip_kernel(*_csr_inputs(pre, binning, layout), error_model == "azimuthal", error_model == "hybrid",
                        float(clip.cutoff_clip), int(clip.cycles), out)
     return profile_from_sums(BinSums.from_stack(out), binning, error_model)
 
