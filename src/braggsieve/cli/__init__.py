@@ -18,6 +18,7 @@ from ..errors import BraggsieveError
 # Subcommands, in the order `braggsieve --help` lists them.
 COMMANDS: list[str] = [
     "simulate",
+    "peaks",
     "mask",
     "poni",
 ]

@@ -17,11 +17,13 @@ A pixel is a peak when
   3. at least ``connected`` candidate pixels of the patch, itself included, form one 8-connected group with
      it.  Unlike pyFAI, which counts candidates anywhere in the patch, a candidate must touch the group:
      a zinger (one bright pixel) next to an unrelated noise pixel two pixels away is not a peak;
-  4. its 8 neighbours hold, together, at least ``min_spread`` times its own excess (sum of their v).  A
-     zinger that happens to touch a noise pixel above threshold passes rule 3 (at cut-off 3 this is ~1% of
-     zingers) but not this one: its neighbours are background.  A Bragg spot of rms width 0.25 px centred on
-     a pixel still puts 10% of its maximum into its neighbours; sharper spots are single-pixel events,
-     indistinguishable from zingers;
+  4. it is not a zinger: its 8 valid neighbours hold, together, at least ``min_spread`` times its own excess
+     (sum of their v).  A zinger that happens to touch a noise pixel above threshold passes rule 3 (at
+     cut-off 3 this is ~1% of zingers) but not this one: its neighbours are background.  A Bragg spot of rms
+     width 0.25 px centred on a pixel still puts 10% of its maximum into its neighbours; sharper spots are
+     single-pixel events, indistinguishable from zingers.  Zingers are then ignored like missing pixels
+     (rules 2, 3 and the integration), so a zinger near a spot does not hide it -- unless it sits on the
+     spot's flank, where its neighbours are bright enough to pass the test;
   5. with ``near_mask="reject"``: no patch position is missing.  The default ``"keep"`` keeps peaks next to
      gaps and masked pixels, as long as rules 2-4 hold on the valid pixels alone (a missing pixel is never
      a candidate and never counts towards ``connected``), because on current detectors the pixels next to a
@@ -132,14 +134,39 @@ def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, cutoff, noise, 
             cand_out[f, i, j] = c
 
 
+@nb.njit(cache=True, parallel=True)
+def _flag_zingers(v, cand, min_spread):
+    """Rule 4: mark candidates whose 8 valid neighbours hold less than ``min_spread`` of their excess as
+    zingers (``cand = 2``); reads only ``v``, so rows may be done in any order."""
+    n, ny, nx = v.shape
+    for k in nb.prange(n * ny):
+        f = k // ny
+        i = k % ny
+        for j in range(nx):
+            if cand[f, i, j] != 1:
+                continue
+            spread = 0.0
+            for ii in range(max(i - 1, 0), min(i + 2, ny)):
+                for jj in range(max(j - 1, 0), min(j + 2, nx)):
+                    if (ii != i or jj != j) and np.isfinite(v[f, ii, jj]):
+                        spread += v[f, ii, jj]
+            if spread < min_spread * v[f, i, j]:
+                cand[f, i, j] = 2
+
+
 @nb.njit(cache=True, inline="always")
-def _is_peak(v, cand, f, i, j, half, connected, min_spread, reject_near_mask):
-    """Rules 2-5 of the module docstring for candidate (f, i, j)."""
+def _usable(v, cand, f, i, j):
+    """A pixel that takes part in peaks: valid (finite v) and not a zinger."""
+    return np.isfinite(v[f, i, j]) and cand[f, i, j] != 2
+
+
+@nb.njit(cache=True, inline="always")
+def _is_peak(v, cand, f, i, j, half, connected, reject_near_mask):
+    """Rules 2, 3 and 5 of the module docstring for candidate (f, i, j) (rule 4 is in ``cand``)."""
     n, ny, nx = v.shape
     v0 = v[f, i, j]
     size = 2 * half + 1
     group = np.zeros((size, size), dtype=np.uint8)  # 1 = candidate, 2 = candidate joined to the group
-    spread = -v0
     for di in range(-half, half + 1):
         ii = i + di
         for dj in range(-half, half + 1):
@@ -148,15 +175,13 @@ def _is_peak(v, cand, f, i, j, half, connected, min_spread, reject_near_mask):
                 if reject_near_mask:
                     return False
                 continue
+            if cand[f, ii, jj] == 2:  # a zinger neither competes nor counts
+                continue
             vq = v[f, ii, jj]
             if vq > v0 or (vq == v0 and (di < 0 or (di == 0 and dj < 0))):
                 return False
-            if cand[f, ii, jj]:
+            if cand[f, ii, jj] == 1:
                 group[di + half, dj + half] = 1
-            if -1 <= di <= 1 and -1 <= dj <= 1:
-                spread += vq
-    if spread < min_spread * v0:
-        return False
     group[half, half] = 2
     count = 1
     grew = True
@@ -179,7 +204,7 @@ def _is_peak(v, cand, f, i, j, half, connected, min_spread, reject_near_mask):
 
 
 @nb.njit(cache=True, parallel=True)
-def _count_peaks(v, cand, half, connected, min_spread, reject_near_mask, counts):
+def _count_peaks(v, cand, half, connected, reject_near_mask, counts):
     """Number of peaks in each row of each frame: ``counts[f * ny + i]``."""
     n, ny, nx = v.shape
     for k in nb.prange(n * ny):
@@ -187,14 +212,14 @@ def _count_peaks(v, cand, half, connected, min_spread, reject_near_mask, counts)
         i = k % ny
         c = 0
         for j in range(nx):
-            if cand[f, i, j] and _is_peak(v, cand, f, i, j, half, connected, min_spread, reject_near_mask):
+            if cand[f, i, j] == 1 and _is_peak(v, cand, f, i, j, half, connected, reject_near_mask):
                 c += 1
         counts[k] = c
 
 
 @nb.njit(cache=True, parallel=True)
 def _measure_peaks(v, cand, variance, norm, gain, radius, r0, step, bg, std, sem, dspacing, half, connected,
-                   min_spread, reject_near_mask, offsets, out_float, out_npix, out_index):
+                   reject_near_mask, offsets, out_float, out_npix, out_index):
     """Measure every peak (module docstring); row ``k`` of the batch writes its peaks from ``offsets[k]`` on.
 
     ``variance`` is (n, ny, nx) photons^2 or (0, 0, 0) to use the bin's pixel std instead; ``gain`` is (ny, nx)
@@ -209,7 +234,7 @@ def _measure_peaks(v, cand, variance, norm, gain, radius, r0, step, bg, std, sem
         i = k % ny
         p = offsets[k]
         for j in range(nx):
-            if not (cand[f, i, j] and _is_peak(v, cand, f, i, j, half, connected, min_spread, reject_near_mask)):
+            if not (cand[f, i, j] == 1 and _is_peak(v, cand, f, i, j, half, connected, reject_near_mask)):
                 continue
             total = 0.0
             var = 0.0
@@ -220,9 +245,9 @@ def _measure_peaks(v, cand, variance, norm, gain, radius, r0, step, bg, std, sem
             npix = 0
             for ii in range(max(i - half, 0), min(i + half + 1, ny)):
                 for jj in range(max(j - half, 0), min(j + half + 1, nx)):
-                    vq = v[f, ii, jj]
-                    if not np.isfinite(vq):
+                    if not _usable(v, cand, f, ii, jj):
                         continue
+                    vq = v[f, ii, jj]
                     g = gain[ii, jj] if gain_map else gain[0, 0]
                     scale = np.float64(norm[ii, jj]) * g
                     total += vq * scale
@@ -315,7 +340,8 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
     half = params.patch_size // 2
     reject = params.near_mask == "reject"
     counts = np.empty(n * ny, np.int64)
-    _count_peaks(v, cand, half, params.connected, params.min_spread, reject, counts)
+    _flag_zingers(v, cand, float(params.min_spread))
+    _count_peaks(v, cand, half, params.connected, reject, counts)
     offsets = np.zeros(n * ny + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
@@ -323,7 +349,7 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
     out_npix = np.empty(total, np.int32)
     out_index = np.empty(total, np.int64)
     _measure_peaks(v, cand, variance, norm, gain, radius, float(radial[0]), step, bg, std, sem, dspacing, half,
-                   params.connected, params.min_spread, reject, offsets, out_float, out_npix, out_index)
+                   params.connected, reject, offsets, out_float, out_npix, out_index)
     intensity = out_float[:, _INT]
     sigma = out_float[:, _SIG]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -22,6 +22,7 @@ output together with its inputs keeps them valid.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,3 +199,29 @@ def read_cxi(path: str | os.PathLike) -> PeakList:
     frame_ptr = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=frame_ptr[1:])
     return PeakList(frame_ptr=frame_ptr, **fields)
+
+
+def image_refs(source, ids) -> list[ImageRef] | None:
+    """Where the frames ``ids`` (FrameIds of ``source``, an io.frames.FrameSource) live in HDF5 files, one
+    :class:`ImageRef` each, or None when an input is not HDF5 (CBF, EDF, TIFF: the images must be copied).
+    Frames of an Eiger master file point at the master's ``data_NNNNNN`` links."""
+    kinds = [source.input_of(s) for s in range(len(source.sources))]
+    if any(kind not in ("hdf5", "eiger") for kind, _ in kinds):
+        return None
+    parts: dict[int, tuple[list[str], np.ndarray]] = {}
+    refs = []
+    for s, index in zip(ids.source, ids.index):
+        kind, path = kinds[s]
+        if kind == "hdf5":
+            refs.append(ImageRef(path, source.h5path, int(index)))
+            continue
+        if s not in parts:
+            with h5py.File(path, "r") as handle:
+                group = handle[source.h5path.rsplit("/", 1)[0]]
+                names = sorted(n for n in group if re.fullmatch(r"data_\d{6}", n))
+                counts = [group[n].shape[0] if group[n].ndim == 3 else 1 for n in names]
+                parts[s] = ([f"{group.name}/{n}" for n in names], np.cumsum([0] + counts))
+        names, offsets = parts[s]
+        k = int(np.searchsorted(offsets, index, side="right")) - 1
+        refs.append(ImageRef(path, names[k], int(index - offsets[k])))
+    return refs
