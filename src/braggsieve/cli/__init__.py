@@ -19,6 +19,9 @@ from ..errors import BraggsieveError
 COMMANDS: list[str] = [
     "simulate",
     "peaks",
+    "sparsify",
+    "densify",
+    "compare",
     "mask",
     "poni",
 ]

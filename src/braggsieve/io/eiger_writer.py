@@ -1,0 +1,298 @@
+"""Dense frames out: Eiger-like (Dectris / NXmx) master + data files, or miniCBF files.
+
+Eiger layout (what XDS's Neggia/Durin plugins and DIALS look for in a Dectris master file)::
+
+    NAME_master.h5
+      /entry                       NXentry, definition = "NXmx"
+      /entry/data                  NXdata
+        data_000001 ...            external links to NAME_data_000001.h5:/entry/data/data ...
+        data                       virtual dataset joining all data files (frames, ny, nx)
+      /entry/instrument/beam       incident_wavelength (Angstrom)
+      /entry/instrument/detector   x/y_pixel_size (m), beam_center_x/y (pixels), detector_distance (m),
+                                   count_time, frame_time (s), sensor_material/thickness, description,
+                                   bit_depth_image, saturation_value, pixel_mask, depends_on + transformations
+        detectorSpecific           nimages, ntrigger, x/y_pixels_in_detector, pixel_mask (uint32, bit 0 =
+                                   gap/masked), countrate_correction_count_cutoff, compression
+      /entry/sample                goniometer omega (deg, 0 for stills) with its depends_on chain
+    NAME_data_000001.h5
+      /entry/data/data             (n, ny, nx) in the frames' dtype, one frame per chunk, bitshuffle-LZ4,
+                                   attributes image_nr_low / image_nr_high (1-based)
+
+Missing instrument values (a sparse file without geometry) are simply not written.  All files appear together,
+atomically, when the writer closes without error.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from .. import __version__
+from ..errors import ParameterError
+from .atomic import atomic_outputs
+
+_COMPRESSION = hdf5plugin.Bitshuffle(cname="lz4")
+
+
+def eiger_names(master: str | os.PathLike, nfiles: int) -> tuple[Path, list[Path]]:
+    """(master path, data file paths) for ``master`` (``NAME_master.h5``; ``_master`` is added if missing)."""
+    master = Path(master)
+    stem = master.name[:-len("_master.h5")] if master.name.endswith("_master.h5") else master.stem
+    master = master.with_name(f"{stem}_master.h5")
+    return master, [master.with_name(f"{stem}_data_{k + 1:06d}.h5") for k in range(nfiles)]
+
+
+def _scalar(group: h5py.Group, name: str, value, units: str | None = None):
+    ds = group.create_dataset(name, data=value)
+    if units:
+        ds.attrs["units"] = units
+    return ds
+
+
+class EigerWriter:
+    """Write ``nframes`` frames of ``shape`` and ``dtype`` batch by batch into master + data files.
+
+    Args:
+        master: ``NAME_master.h5``.
+        shape, dtype: of one frame.
+        nframes: total number of frames (known in advance, as a Dectris detector knows ``nimages``).
+        frames_per_file: frames in each data file.
+        instrument: ``distance`` (m), ``x_pixel_size``/``y_pixel_size`` (m), ``beam_center_x``/``beam_center_y``
+            (pixels), ``wavelength`` (m), optional ``count_time`` (s), ``saturation`` (counts).
+        pixel_mask: bool ``(ny, nx)``, True = masked (written as bit 0), or None.
+        source: what the frames were made from (recorded in the master).
+    """
+
+    def __init__(self, master: str | os.PathLike, shape: tuple[int, int], dtype, *, nframes: int,
+                 frames_per_file: int = 1000, instrument: dict | None = None, pixel_mask: np.ndarray | None = None,
+                 source: str = ""):
+        if frames_per_file < 1:
+            raise ParameterError(f"frames per data file must be >= 1, got {frames_per_file}")
+        self.shape, self.dtype, self.nframes = tuple(shape), np.dtype(dtype), int(nframes)
+        self.frames_per_file = frames_per_file
+        nfiles = max(1, -(-self.nframes // frames_per_file))
+        self.master, self.data_files = eiger_names(master, nfiles)
+        self.instrument = dict(instrument or {})
+        self.pixel_mask = pixel_mask
+        self.source = source
+        self._written = 0
+        self._stack = contextlib.ExitStack()
+        self._temps: dict[Path, Path] = {}
+        self._handles: dict[int, h5py.File] = {}
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.master] + self.data_files
+
+    def __enter__(self) -> "EigerWriter":
+        temps = self._stack.enter_context(atomic_outputs(self.files))
+        self._temps = dict(zip(self.files, temps))
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+        if exc_type is None:
+            try:
+                if self._written != self.nframes:
+                    raise ParameterError(f"{self.master}: {self._written} frames written, {self.nframes} announced")
+                self._write_master()
+            except BaseException as error:
+                self._stack.__exit__(type(error), error, error.__traceback__)
+                raise
+        return self._stack.__exit__(exc_type, exc, tb)
+
+    def _data_file(self, number: int) -> h5py.File:
+        if number not in self._handles:
+            for old in list(self._handles):  # frames arrive in order: earlier files are complete
+                self._handles.pop(old).close()
+            first = number * self.frames_per_file
+            count = min(self.frames_per_file, self.nframes - first)
+            handle = h5py.File(self._temps[self.data_files[number]], "w")
+            entry = handle.create_group("entry")
+            entry.attrs["NX_class"] = "NXentry"
+            data = entry.create_group("data")
+            data.attrs["NX_class"] = "NXdata"
+            ds = data.create_dataset("data", shape=(count,) + self.shape, dtype=self.dtype,
+                                     chunks=(1,) + self.shape, **_COMPRESSION)
+            ds.attrs["image_nr_low"] = np.int32(first + 1)
+            ds.attrs["image_nr_high"] = np.int32(first + count)
+            self._handles[number] = handle
+        return self._handles[number]
+
+    def append(self, frames: np.ndarray) -> None:
+        """Write the next ``(n, ny, nx)`` frames."""
+        if frames.shape[1:] != self.shape:
+            raise ParameterError(f"{self.master}: frames of shape {frames.shape[1:]}, expected {self.shape}")
+        if self._written + len(frames) > self.nframes:
+            raise ParameterError(f"{self.master}: more than the {self.nframes} announced frames")
+        k = 0
+        while k < len(frames):
+            number, offset = divmod(self._written, self.frames_per_file)
+            ds = self._data_file(number)["entry/data/data"]
+            take = min(len(frames) - k, ds.shape[0] - offset)
+            ds[offset:offset + take] = frames[k:k + take].astype(self.dtype, copy=False)
+            k += take
+            self._written += take
+
+    def _write_master(self) -> None:
+        info = self.instrument
+        with h5py.File(self._temps[self.master], "w") as h5:
+            h5.attrs.update({"NX_class": "NXroot", "default": "entry", "creator": f"braggsieve {__version__}"})
+            entry = h5.create_group("entry")
+            entry.attrs.update({"NX_class": "NXentry", "default": "data"})
+            entry.create_dataset("definition", data="NXmx")
+            data = entry.create_group("data")
+            data.attrs.update({"NX_class": "NXdata", "signal": "data"})
+            layout = h5py.VirtualLayout(shape=(self.nframes,) + self.shape, dtype=self.dtype)
+            for number, path in enumerate(self.data_files):
+                first = number * self.frames_per_file
+                count = min(self.frames_per_file, self.nframes - first)
+                data[f"data_{number + 1:06d}"] = h5py.ExternalLink(path.name, "/entry/data/data")
+                layout[first:first + count] = h5py.VirtualSource(path.name, "/entry/data/data",
+                                                                 shape=(count,) + self.shape)
+            data.create_virtual_dataset("data", layout)
+            instrument = entry.create_group("instrument")
+            instrument.attrs["NX_class"] = "NXinstrument"
+            beam = instrument.create_group("beam")
+            beam.attrs["NX_class"] = "NXbeam"
+            if info.get("wavelength"):
+                _scalar(beam, "incident_wavelength", float(info["wavelength"]) * 1e10, "angstrom")
+            self._write_detector(instrument)
+            self._write_sample(entry)
+            process = entry.create_group("process")
+            process.attrs["NX_class"] = "NXprocess"
+            process.create_dataset("program", data="braggsieve densify")
+            process.create_dataset("version", data=__version__)
+            process.create_dataset("source", data=self.source)
+
+    def _write_detector(self, instrument: h5py.Group) -> None:
+        info = self.instrument
+        det = instrument.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        ny, nx = self.shape
+        det.create_dataset("description", data="dense frames rebuilt from sparse frames by braggsieve")
+        if info.get("x_pixel_size"):
+            _scalar(det, "x_pixel_size", float(info["x_pixel_size"]), "m")
+            _scalar(det, "y_pixel_size", float(info.get("y_pixel_size", info["x_pixel_size"])), "m")
+        for name in ("beam_center_x", "beam_center_y"):
+            if info.get(name) is not None:
+                _scalar(det, name, float(info[name]), "pixel")
+        count_time = float(info.get("count_time", 1.0))
+        _scalar(det, "count_time", count_time, "s")
+        _scalar(det, "frame_time", count_time, "s")
+        _scalar(det, "sensor_thickness", float(info.get("sensor_thickness", 450e-6)), "m")
+        det.create_dataset("sensor_material", data=str(info.get("sensor_material", "Si")))
+        _scalar(det, "bit_depth_image", np.int32(8 * self.dtype.itemsize))
+        saturation = info.get("saturation")
+        if saturation is None and self.dtype.kind in "iu":
+            saturation = np.iinfo(self.dtype).max - 1
+        if saturation is not None:
+            _scalar(det, "saturation_value", np.int64(saturation))
+        mask = np.zeros(self.shape, np.uint32)
+        if self.pixel_mask is not None:
+            mask[self.pixel_mask] = 1  # bit 0: gap / masked
+        det.create_dataset("pixel_mask", data=mask, **_COMPRESSION)
+        special = det.create_group("detectorSpecific")
+        special.attrs["NX_class"] = "NXcollection"
+        _scalar(special, "nimages", np.int64(self.nframes))
+        _scalar(special, "ntrigger", np.int64(1))
+        _scalar(special, "x_pixels_in_detector", np.int32(nx))
+        _scalar(special, "y_pixels_in_detector", np.int32(ny))
+        special["pixel_mask"] = det["pixel_mask"]
+        if saturation is not None:
+            _scalar(special, "countrate_correction_count_cutoff", np.int64(saturation))
+        special.create_dataset("compression", data="bslz4")
+        if info.get("distance"):
+            distance = float(info["distance"])
+            _scalar(det, "detector_distance", distance, "m")
+            _scalar(special, "detector_distance", distance, "m")
+            # NXmx: the detector's position, from the beam centre and distance
+            det.create_dataset("depends_on", data="/entry/instrument/detector/transformations/translation")
+            trans = det.create_group("transformations")
+            trans.attrs["NX_class"] = "NXtransformations"
+            px, py = float(info.get("x_pixel_size", 0)), float(info.get("y_pixel_size", 0))
+            offset = [-float(info.get("beam_center_x", 0)) * px, -float(info.get("beam_center_y", 0)) * py, 0.0]
+            t = _scalar(trans, "translation", distance, "m")
+            t.attrs.update({"transformation_type": "translation", "vector": [0.0, 0.0, 1.0], "depends_on": "."})
+            module = det.create_group("module")
+            module.attrs["NX_class"] = "NXdetector_module"
+            module.create_dataset("data_origin", data=np.array([0, 0], np.int32))
+            module.create_dataset("data_size", data=np.array([ny, nx], np.int32))
+            fast = _scalar(module, "fast_pixel_direction", px, "m")
+            fast.attrs.update({"transformation_type": "translation", "vector": [-1.0, 0.0, 0.0],
+                               "offset": offset, "offset_units": "m",
+                               "depends_on": "/entry/instrument/detector/transformations/translation"})
+            slow = _scalar(module, "slow_pixel_direction", py, "m")
+            slow.attrs.update({"transformation_type": "translation", "vector": [0.0, -1.0, 0.0],
+                               "offset": offset, "offset_units": "m",
+                               "depends_on": "/entry/instrument/detector/transformations/translation"})
+
+    def _write_sample(self, entry: h5py.Group) -> None:
+        sample = entry.create_group("sample")
+        sample.attrs["NX_class"] = "NXsample"
+        sample.create_dataset("depends_on", data="/entry/sample/transformations/omega")
+        trans = sample.create_group("transformations")
+        trans.attrs["NX_class"] = "NXtransformations"
+        omega = trans.create_dataset("omega", data=np.zeros(self.nframes))
+        omega.attrs.update({"units": "deg", "transformation_type": "rotation", "vector": [-1.0, 0.0, 0.0],
+                            "depends_on": "."})
+        trans.create_dataset("omega_increment_set", data=0.0).attrs["units"] = "deg"
+        gonio = sample.create_group("goniometer")
+        gonio.attrs["NX_class"] = "NXtransformations"
+        gonio["omega"] = omega
+        _scalar(gonio, "omega_range_average", 0.0, "deg")
+
+
+def cbf_names(pattern: str | os.PathLike, nframes: int) -> list[Path]:
+    """File names for ``nframes`` CBF frames: ``pattern`` with ``{index}`` (0-based), or ``STEM_NNNNN.cbf``."""
+    pattern = os.fspath(pattern)
+    if "{index" not in pattern:
+        path = Path(pattern)
+        stem = path.name[:-4] if path.name.endswith(".cbf") else path.name
+        pattern = os.fspath(path.with_name(stem + "_{index:05d}.cbf"))
+    return [Path(pattern.format(index=k)) for k in range(nframes)]
+
+
+def write_cbf_frames(pattern: str | os.PathLike, batches: Iterable[np.ndarray], nframes: int,
+                     instrument: dict | None = None) -> list[Path]:
+    """Write each frame as a miniCBF (int32, byte-offset compressed, Pilatus-style header from ``instrument``)
+    through fabio; all files appear together when complete.  Returns the paths."""
+    import fabio.cbfimage
+
+    info = dict(instrument or {})
+    header = {}
+    if info.get("x_pixel_size"):
+        header["Pixel_size"] = f"{info['x_pixel_size']:.6g} m x {info.get('y_pixel_size', info['x_pixel_size']):.6g} m"
+    if info.get("distance"):
+        header["Detector_distance"] = f"{info['distance']:.5f} m"
+    if info.get("wavelength"):
+        header["Wavelength"] = f"{info['wavelength'] * 1e10:.5f} A"
+    if info.get("beam_center_x") is not None:
+        header["Beam_xy"] = f"({info['beam_center_x']:.2f}, {info.get('beam_center_y', 0):.2f}) pixels"
+    header["Exposure_time"] = f"{float(info.get('count_time', 1.0)):.6f} s"
+    names = cbf_names(pattern, nframes)
+    with atomic_outputs(names) as temps:
+        k = 0
+        for frames in batches:
+            for frame in frames:
+                if k >= nframes:
+                    raise ParameterError(f"{pattern}: more than the {nframes} announced frames")
+                if frame.dtype.kind == "u":  # CBF is int32: overloads of wider unsigned types saturate
+                    data = np.minimum(frame, np.iinfo(np.int32).max)
+                elif frame.dtype.kind == "f":
+                    data = np.nan_to_num(np.round(frame), nan=-1)  # -1: Pilatus' marker of an invalid pixel
+                else:
+                    data = frame
+                fabio.cbfimage.CbfImage(data=np.ascontiguousarray(data, dtype=np.int32), header=dict(header)) \
+                    .write(os.fspath(temps[k]))
+                k += 1
+        if k != nframes:
+            raise ParameterError(f"{pattern}: {k} frames written, {nframes} announced")
+    return names
