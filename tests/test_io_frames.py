@@ -126,6 +126,20 @@ def test_eiger_master_reads_its_data_files_in_order(tmp_path):
     np.testing.assert_array_equal(meta.pixel_mask, expected)  # first selected frame (2) has no marker
 
 
+def test_eiger_master_stops_at_the_announced_number_of_images(tmp_path, caplog):
+    parts = [_frames(3), _frames(3)]
+    master = _eiger_master(tmp_path, parts)
+    with h5py.File(master, "a") as handle:
+        handle["/entry/instrument/detector/detectorSpecific/nimages"] = 2
+        handle["/entry/instrument/detector/detectorSpecific/ntrigger"] = 2
+    source = open_frames(master)
+    assert source.nframes == 4
+    np.testing.assert_array_equal(_read_all(source, 3)[0], np.concatenate(parts)[:4])
+    with h5py.File(master, "a") as handle:
+        handle["/entry/instrument/detector/detectorSpecific/nimages"][()] = 10
+    assert open_frames(master).nframes == 6 and "announces 20 frames" in caplog.text
+
+
 def test_eiger_master_with_a_missing_data_file_names_it(tmp_path):
     master = _eiger_master(tmp_path, [_frames(2), _frames(2)])
     os.remove(tmp_path / "run_data_000002.h5")

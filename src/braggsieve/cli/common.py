@@ -32,8 +32,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import re
-
 import numpy as np
 
 from ..engine.params import ClipParams, CorrectionParams, IntegrationParams
@@ -238,23 +236,9 @@ class RunSetup:
                                 geometry=self.geometry_dict(), inputs=source.sources, argv=argv)
 
 
-def _detector_for(metadata, shape: tuple[int, int]):
-    """The registered detector with this frame shape and the metadata's pixel size (the one named in the
-    metadata if several), else a generic detector of that shape and pixel size."""
-    from ..geometry import DETECTORS, Detector
-
-    candidates = [d for d in DETECTORS.values() if tuple(d.shape) == tuple(shape)
-                  and np.allclose(d.pixel_size, metadata.pixel_size_m, rtol=0.01)]
-    described = (metadata.detector_name or "").lower()
-    named = [d for d in candidates if re.sub(r"\d+m$", "", d.name.lower()) in described]  # "eiger4m" -> "eiger"
-    if named or len(candidates) == 1:
-        return (named or candidates)[0]
-    return Detector.generic(shape, metadata.pixel_size_m)
-
-
 def _geometry(args, table, source):
     """(Poni, description) from --poni, else from the first input's metadata."""
-    from ..geometry import Poni, read_poni
+    from ..geometry import Poni, match_detector, read_poni
 
     path = _option(args, table, "poni")
     if path is not None:
@@ -266,7 +250,7 @@ def _geometry(args, table, source):
     if not metadata.has_geometry:
         raise ParameterError(f"no --poni given and {source.sources[0]} does not state the geometry "
                              f"(found: {metadata.describe()}); give a PONI file")
-    detector = _detector_for(metadata, source.shape)
+    detector = match_detector(source.shape, metadata.pixel_size_m, metadata.detector_name)
     poni = Poni.from_beam_center(detector, metadata.distance_m, beam_center_px=metadata.beam_center_px,
                                  wavelength_m=metadata.wavelength_m)
     log.warning("geometry from the metadata of %s (%s detector): %s", source.sources[0], detector.name,

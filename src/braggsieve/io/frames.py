@@ -14,7 +14,8 @@ Supported inputs:
 * HDF5/NeXus: the dataset at ``h5path`` (default ``/entry/data/data``); a 2-D dataset is one frame, a 3-D
   dataset is (frames, slow, fast).
 * Eiger master files: when ``h5path`` is absent and the file's ``/entry/data`` holds ``data_000001``,
-  ``data_000002``, ... (external links to the data files), these are read one after the other.
+  ``data_000002``, ... (external links to the data files), these are read one after the other, up to the
+  ``detectorSpecific/nimages`` x ``ntrigger`` frames the master file announces.
 * Everything fabio reads: CBF (also ``.cbf.bz2``/``.cbf.gz``), EDF (multi-frame too), TIFF (multi-page too), ...
 
 Bad input (missing file, unreadable or truncated file, missing dataset, wrong dimensionality, frame shapes that
@@ -24,6 +25,7 @@ when the source is opened, so that a broken first file is reported before any ou
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,8 @@ import numpy as np
 from ..errors import InputError, ParameterError
 from .metadata import DetectorMetadata, read_detector_metadata, with_markers
 from .readers import is_hdf5, reason
+
+log = logging.getLogger(__name__)
 
 DEFAULT_H5PATH = "/entry/data/data"
 _EIGER_DATA = re.compile(r"^data_(\d{6})$")
@@ -161,6 +165,8 @@ class _Hdf5Input(_Input):
                              f"{sorted(shapes)} {sorted(map(str, dtypes))}", path)
         self.shape, self.dtype = shapes.pop(), dtypes.pop()
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        if self.kind == "eiger":
+            self.offsets = np.minimum(self.offsets, self._announced(handle, int(self.offsets[-1])))
         self.nframes = int(self.offsets[-1])
         self.close()  # reopened on the first read: a run of thousands of files keeps one open at a time
 
@@ -182,6 +188,23 @@ class _Hdf5Input(_Input):
             raise InputError(f"no dataset {h5path} (use --h5path to name the dataset holding the frames)",
                              handle.filename)
         return [f"{group.name}/{n}" for n in names]
+
+    def _announced(self, handle: h5py.File, stored: int) -> int:
+        """Frames of the series according to the master file (nimages x ntrigger), if it says; data files may
+        be allocated beyond it, and a series cut short holds fewer (a warning)."""
+        specific = handle.get("/entry/instrument/detector/detectorSpecific")
+        try:
+            nimages = int(specific["nimages"][()]) if specific is not None and "nimages" in specific else None
+            ntrigger = int(specific["ntrigger"][()]) if nimages is not None and "ntrigger" in specific else 1
+        except (TypeError, ValueError, OSError):
+            return stored
+        if nimages is None or nimages * max(ntrigger, 1) <= 0:
+            return stored
+        announced = nimages * max(ntrigger, 1)
+        if announced > stored:
+            log.warning("%s: the master file announces %d frames, its data files hold %d", self.path, announced,
+                        stored)
+        return min(announced, stored)
 
     def _part_file(self, part: str) -> str:
         """The file that holds ``part``: the target of an external link, else this file."""
