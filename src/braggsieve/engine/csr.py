@@ -111,7 +111,8 @@ def _bbox_span(c, d, lo, delta, nbins):
 @numba.njit(cache=True)
 def _csr_bbox(position, half_width, valid, lo, delta, nbins):
     """CSR with bounding-box splitting: each pixel's share of a bin is the overlap of [r - dr, r + dr]
-    with the bin divided by the interval's length (only the part inside the range is kept)."""
+    with the bin divided by the interval's length; a pixel overlapping the range is kept whole, the part
+    beyond an end of the range going to the end bin (pyFAI does the same)."""
     npix = position.size
     indptr = np.zeros(nbins + 1, np.int64)
     for i in range(npix):
@@ -131,10 +132,10 @@ def _csr_bbox(position, half_width, valid, lo, delta, nbins):
         bmin, bmax, fmin, fmax = _bbox_span(position[i], half_width[i], lo, delta, nbins)
         width = fmax - fmin
         for b in range(bmin, bmax + 1):
-            if width > 0:
-                share = (min(fmax, b + 1.0) - max(fmin, float(b))) / width
-            else:
-                share = 1.0
+            # the end bins also take the part of the pixel beyond the range ends (as pyFAI)
+            lower = fmin if b == bmin else float(b)
+            upper = fmax if b == bmax else b + 1.0
+            share = (upper - lower) / width if bmin < bmax else 1.0
             indices[fill[b]] = i
             coef[fill[b]] = share
             fill[b] += 1

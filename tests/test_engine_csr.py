@@ -1,0 +1,103 @@
+"""CSR radial binning against pyFAI's own CSR matrices (no splitting and bounding-box splitting)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from braggsieve.engine.csr import build_binning
+from braggsieve.engine.params import IntegrationParams
+from braggsieve.errors import ParameterError
+
+pytest.importorskip("pyFAI")
+from pyFAI.detectors import Detector  # noqa: E402
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator  # noqa: E402
+
+logging.getLogger("pyFAI").setLevel(logging.ERROR)
+SHAPE = (180, 220)
+SCALE = {"q_nm^-1": 1.0, "2th_deg": 180 / np.pi, "r_mm": 1000.0}  # pyFAI's internal unit -> ours
+
+
+@pytest.fixture(scope="module")
+def ai():
+    det = Detector(100e-6, 100e-6, max_shape=SHAPE)
+    return AzimuthalIntegrator(dist=0.05, poni1=0.004, poni2=0.011, rot1=0.2, rot2=0.1, rot3=0.0, detector=det,
+                               wavelength=1e-10)
+
+
+@pytest.fixture(scope="module")
+def mask():
+    mask = np.zeros(SHAPE, bool)
+    mask[30:33] = True
+    mask[:, 100] = True
+    return mask
+
+
+def _pyfai_matrix(ai, mask, unit, split, bins, radial_range=None):
+    """pyFAI's CSR matrix as scipy.sparse, and its integrator (for pos0_min / pos0_max / bin centres)."""
+    integrator = ai.setup_sparse_integrator(SHAPE, bins, mask=mask, unit=unit, split=split, algo="CSR",
+                                            pos0_range=radial_range, scale=True)
+    data, indices, indptr = integrator.lut
+    return scipy.sparse.csr_matrix((data, indices, indptr), shape=(bins, SHAPE[0] * SHAPE[1])), integrator
+
+
+def _ours_matrix(binning):
+    coef = np.ones(binning.nnz, np.float32) if binning.coef is None else binning.coef
+    return scipy.sparse.csr_matrix((coef, binning.indices, binning.indptr),
+                                   shape=(binning.nbins, SHAPE[0] * SHAPE[1]))
+
+
+@pytest.mark.parametrize("unit", ["q_nm^-1", "2th_deg", "r_mm"])
+def test_no_split_bins_are_pyfai_bins(ai, mask, unit):
+    bins = 150
+    binning = build_binning(ai.array_from_unit(SHAPE, "center", unit, scale=True),
+                            IntegrationParams(bins=bins, unit=unit), mask=mask)
+    theirs, integrator = _pyfai_matrix(ai, mask, unit, "no", bins)
+    lo, hi = binning.radial_range
+    assert lo == pytest.approx(integrator.pos0_min * SCALE[unit], rel=1e-12)
+    assert hi == pytest.approx(integrator.pos0_max * SCALE[unit], rel=1e-12)
+    np.testing.assert_allclose(binning.radial, integrator.bin_centers * SCALE[unit], rtol=1e-12)
+    assert binning.coef is None
+    assert abs(_ours_matrix(binning) - theirs).max() == 0
+    # every unmasked pixel sits in exactly one bin, masked ones in none
+    assert binning.nnz == (~mask).sum()
+    assert np.array_equal(np.sort(binning.indices), np.flatnonzero(~mask.ravel()))
+    assert np.isnan(binning.pixel_radius[mask]).all() and np.isfinite(binning.pixel_radius[~mask]).all()
+
+
+def test_bbox_split_coefficients_are_pyfai_coefficients(ai, mask):
+    unit, bins = "q_nm^-1", 120
+    binning = build_binning(ai.array_from_unit(SHAPE, "center", unit, scale=True),
+                            IntegrationParams(bins=bins, unit=unit, split="bbox"), mask=mask,
+                            radial_delta=ai.array_from_unit(SHAPE, "delta", unit, scale=True))
+    theirs, integrator = _pyfai_matrix(ai, mask, unit, "bbox", bins)
+    assert binning.radial_range[1] == pytest.approx(integrator.pos0_max, rel=1e-12)
+    assert abs(_ours_matrix(binning) - theirs).max() < 1e-6
+    # each pixel is shared out completely
+    np.testing.assert_allclose(_ours_matrix(binning).sum(axis=0).A1[~mask.ravel()], 1.0, rtol=1e-6)
+
+
+def test_user_radial_range(ai, mask):
+    q = ai.array_from_unit(SHAPE, "center", "q_nm^-1", scale=True)
+    binning = build_binning(q, IntegrationParams(bins=50, radial_range=(10.0, 20.0)), mask=mask)
+    assert binning.radial_range[0] == 10.0 and binning.radial_range[1] == pytest.approx(20.0, rel=1e-6)
+    inside = (q >= binning.radial_range[0]) & (q < binning.radial_range[1]) & ~mask
+    assert np.array_equal(np.sort(binning.indices), np.flatnonzero(inside.ravel()))
+    theirs, _ = _pyfai_matrix(ai, mask, "q_nm^-1", "no", 50, radial_range=(10.0, 20.0))
+    # pyFAI also puts pixels up to one bin below the range into bin 0 (documented difference)
+    assert abs(_ours_matrix(binning)[1:] - theirs[1:]).max() == 0
+    np.testing.assert_allclose(binning.counts(), np.diff(binning.indptr))
+
+
+def test_bad_parameters_raise(ai, mask):
+    q = ai.array_from_unit(SHAPE, "center", "q_nm^-1", scale=True)
+    with pytest.raises(ParameterError, match="radial_delta"):
+        build_binning(q, IntegrationParams(split="bbox"))
+    with pytest.raises(ParameterError, match="no pixel left"):
+        build_binning(q, IntegrationParams(), mask=np.ones(SHAPE, bool))
+    with pytest.raises(ParameterError, match="mask shape"):
+        build_binning(q, IntegrationParams(), mask=np.zeros((3, 3), bool))
+    with pytest.raises(ParameterError, match="2-D"):
+        build_binning(q.ravel(), IntegrationParams())
