@@ -1,0 +1,493 @@
+"""The CUDA backend of the engine: the CPU engine's outputs, computed on an NVIDIA GPU with CuPy.
+
+Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one CUDA stream:
+
+1. host -> device copy of the raw frames (from the caller's page-locked array, or from an engine-owned
+   pinned buffer into which several threads copy an ordinary numpy array);
+2. ``sigma_clip``: one block per (frame, bin); preprocessing (markers, mask, dark, gain, saturation) is fused
+   into the gather, every clipping cycle of a bin runs inside the block (float64 sums);
+3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
+4. ``classify``: pixel-parallel tiles of 32 x 8 with a halo, picking and peak tests -> bit masks + counts;
+5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peaks`` compact the results;
+6. device -> host copies of the sums, backgrounds and frame pointers into pinned memory.
+
+``process_many`` keeps ``streams`` batches in flight on as many CUDA streams, so that the copy of one batch
+overlaps the kernels of another; Python waits only when it collects a batch's results (one event per batch),
+then copies the variable-size results (exact sizes) back.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Iterable, Iterator
+
+import cupy as cp
+import cupyx
+import numpy as np
+
+from ...errors import ParameterError
+from ..backend import FrameResults
+from ..corrections import Corrections, detector_markers
+from ..csr import RadialBinning
+from ..integrate import BinSums, profile_from_sums
+from ..params import ClipParams, IntegrationParams
+from ..peaks import PeakParams
+from ..pick import PickParams
+from ..records import PEAK_FIELDS, PeakList, RadialProfile, SparseFrames
+from . import kernels
+
+CLIP_BLOCK = 512      # threads per (frame, bin) block of the clipping kernel
+MAX_ITEMS = 32        # most pixels per thread held in registers (16 with a dark variance)
+MAX_SHARED = 200 * 1024  # dynamic shared memory of the clipping kernel for bins beyond the registers
+EMIT_BLOCK = 256
+_H2D, _D2H = 1, 2     # cudaMemcpyKind
+_CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
+          np.dtype(np.uint32): "unsigned int", np.dtype(np.int16): "short", np.dtype(np.int32): "int",
+          np.dtype(np.float32): "float"}
+_NULL = np.uint64(0)
+
+
+@lru_cache(maxsize=None)
+def _module(ctype: str, items: int, coef: bool, dvar: bool, half: int) -> dict:
+    """The compiled kernels for one raw dtype, register depth, splitting, dark variance and peak half-patch."""
+    flag = {True: "true", False: "false"}
+    names = {"clip": f"sigma_clip<{ctype}, {items}, {flag[coef]}, {flag[dvar]}>",
+             "classify": f"classify<{ctype}, {half}>", "picks": f"emit_picks<{ctype}>",
+             "peaks": f"emit_peaks<{ctype}, {half}>", "tables": "background_tables", "offsets": "frame_offsets"}
+    module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
+                                                        f"-DCLIP_BLOCK={CLIP_BLOCK}"),
+                          name_expressions=list(names.values()))
+    functions = {key: module.get_function(name) for key, name in names.items()}
+    functions["clip"].max_dynamic_shared_size_bytes = MAX_SHARED
+    return functions
+
+
+def _ptr(array) -> object:
+    """A kernel pointer argument: the device array, or NULL for None."""
+    return _NULL if array is None else array
+
+
+def _device_f32(array) -> cp.ndarray | None:
+    return None if array is None else cp.asarray(np.ascontiguousarray(array, dtype=np.float32).ravel())
+
+
+def is_pinned(array: np.ndarray) -> bool:
+    """True when ``array``'s memory is page-locked (allocated or registered through CUDA)."""
+    try:
+        attributes = cp.cuda.runtime.pointerGetAttributes(array.ctypes.data)
+    except cp.cuda.runtime.CUDARuntimeError:
+        return False
+    return attributes.type == 1  # cudaMemoryTypeHost
+
+
+class _Static:
+    """Everything fixed for a run, on the device: per-pixel arrays (flat) and the CSR arrays (CSR order,
+    statically masked entries and zero coefficients removed: they never contribute)."""
+
+    def __init__(self, binning: RadialBinning, corrections: Corrections, d_spacing: np.ndarray | None):
+        ny, nx = binning.shape
+        mask = np.asarray(corrections.mask, bool)
+        gain = corrections.gain
+        gain_map = np.asarray(gain, np.float32) if isinstance(gain, np.ndarray) else None
+        self.mask = cp.asarray(mask.ravel().astype(np.uint8))
+        self.norm = _device_f32(corrections.norm)
+        self.radius = _device_f32(binning.pixel_radius)
+        self.dark = _device_f32(corrections.dark)
+        self.dvar = _device_f32(corrections.dark_variance)
+        self.gmap = _device_f32(gain_map)
+        self.dspacing = _device_f32(d_spacing)
+        self.scalar_gain = 1.0 if gain_map is not None else float(gain)
+
+        indptr = np.asarray(binning.indptr, np.int64)
+        indices = np.asarray(binning.indices, np.int64)
+        keep = ~mask.ravel()[indices]
+        if binning.coef is not None:
+            keep &= np.asarray(binning.coef) != 0
+        rows = np.repeat(np.arange(binning.nbins), np.diff(indptr))
+        self.counts = np.bincount(rows[keep], minlength=binning.nbins)
+        self.indptr = cp.asarray(np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64))
+        kept = indices[keep]
+        self.indices = cp.asarray(kept.astype(np.int32))
+        self.coef = None if binning.coef is None else _device_f32(np.asarray(binning.coef)[keep])
+
+        def in_csr(array):
+            return None if array is None else _device_f32(np.asarray(array, np.float32).ravel()[kept])
+
+        self.cnorm = in_csr(corrections.norm)
+        self.cdark = in_csr(corrections.dark)
+        self.cdvar = in_csr(corrections.dark_variance)
+        self.cgain = in_csr(gain_map)
+        radial = np.asarray(binning.radial, np.float64)
+        step_peaks = float(radial[1] - radial[0]) if len(radial) > 1 else 0.0   # as peaks.find_peaks
+        step_pick = radial[1] - radial[0] if len(radial) > 1 else 1.0           # as pick.pick_pixels
+        lo, hi = (float(v) for v in binning.radial_range)
+        self.radial = cp.asarray(radial)
+        self.geo = cp.asarray(np.array([radial[0], step_peaks, 1.0 / step_pick, lo, hi], np.float64))
+        self.shape = (ny, nx)
+        self.nwords = (nx + 31) // 32
+
+    def par(self, dtype: np.dtype, corrections: Corrections) -> cp.ndarray:
+        """The float64 scalar parameters of kernels.PAR_* for frames of ``dtype``."""
+        markers = detector_markers(dtype)
+        values = np.zeros(kernels.NPAR)
+        values[kernels.PAR_GAIN] = self.scalar_gain
+        values[kernels.PAR_DUMMY] = 0.0 if corrections.dummy is None else float(corrections.dummy)
+        values[kernels.PAR_DELTA_DUMMY] = float(corrections.delta_dummy or 0.0)
+        values[kernels.PAR_CHECK_DUMMY] = corrections.dummy is not None
+        values[kernels.PAR_SATURATION] = np.inf if corrections.saturation is None else float(corrections.saturation)
+        values[kernels.PAR_NMARKERS] = len(markers)
+        values[kernels.PAR_MARKER0:kernels.PAR_MARKER0 + len(markers)] = markers
+        return cp.asarray(values)
+
+
+class _Slot:
+    """The buffers and the stream of one batch in flight."""
+
+    def __init__(self, engine: "CudaEngine"):
+        self.engine = engine
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.event = cp.cuda.Event(disable_timing=True)
+        self.frames_cap = 0
+        self.dtype = None
+        self.pick_cap = 0
+        self.peak_cap = 0
+        self.staging = None
+
+    # -- buffers ------------------------------------------------------------------------------------------
+    def _ensure(self, nframes: int, dtype: np.dtype) -> None:
+        e = self.engine
+        ny, nx = e.static.shape
+        if nframes > self.frames_cap or dtype != self.dtype:
+            nwords = nframes * ny * e.static.nwords
+            nbins = e.binning.nbins
+            self.d_frames = cp.empty((nframes, ny, nx), dtype)
+            self.sums = cp.empty((kernels.NSUMS, nframes, nbins))
+            self.prof = cp.empty((3, nframes, nbins))
+            self.filled = cp.empty((2, nframes, nbins), np.float32)
+            self.words = cp.zeros((2, nwords), np.uint32)
+            self.counts = cp.zeros((2, nwords), np.int32)
+            self.scan = cp.zeros((2, nwords), np.int64)
+            self.fptr = cp.zeros((2, nframes + 1), np.int64)
+            self.h_sums = cupyx.empty_pinned(self.sums.shape, np.float64)
+            self.h_filled = cupyx.empty_pinned(self.filled.shape, np.float32)
+            self.h_fptr = cupyx.empty_pinned(self.fptr.shape, np.int64)
+            self.staging = None
+            self.frames_cap, self.dtype = nframes, dtype
+            self._grow(max(1 << 20, nframes * ny * nx // 50), max(1 << 14, nframes * 2048))
+        if self.pick_cap == 0:
+            self._grow(1 << 20, 1 << 14)
+
+    def _grow(self, pick_cap: int, peak_cap: int) -> None:
+        if pick_cap > self.pick_cap:
+            self.pick_cap = pick_cap
+            self.pick_index = cp.empty(pick_cap, np.uint32)
+            self.pick_value = cp.empty(pick_cap, self.dtype)
+            self.h_pick_index = cupyx.empty_pinned(pick_cap, np.uint32)
+            self.h_pick_value = cupyx.empty_pinned(pick_cap, self.dtype)
+        if peak_cap > self.peak_cap:
+            self.peak_cap = peak_cap
+            self.peak_f = cp.empty((peak_cap, kernels.NPEAKF))
+            self.peak_npix = cp.empty(peak_cap, np.int32)
+            self.peak_index = cp.empty(peak_cap, np.int64)
+            self.h_peak_f = cupyx.empty_pinned((peak_cap, kernels.NPEAKF), np.float64)
+            self.h_peak_npix = cupyx.empty_pinned(peak_cap, np.int32)
+            self.h_peak_index = cupyx.empty_pinned(peak_cap, np.int64)
+
+    def _mark(self, name: str) -> None:
+        """Record a timing event (only when the engine's ``stage_ms`` is a dict)."""
+        if self.marks is not None:
+            event = cp.cuda.Event()
+            event.record(self.stream)
+            self.marks.append((name, event))
+
+    def _copy(self, dst, src, nbytes: int, kind: int) -> None:
+        dptr = dst.data.ptr if isinstance(dst, cp.ndarray) else dst.ctypes.data
+        sptr = src.data.ptr if isinstance(src, cp.ndarray) else src.ctypes.data
+        if nbytes:
+            cp.cuda.runtime.memcpyAsync(dptr, sptr, nbytes, kind, self.stream.ptr)
+
+    # -- one batch ------------------------------------------------------------------------------------------
+    def submit(self, frames, sparse: bool, peaks: bool, cycles: int) -> None:
+        """Queue the whole computation of one batch on this slot's stream (no host synchronisation)."""
+        e = self.engine
+        n = frames.shape[0]
+        dtype = np.dtype(frames.dtype)
+        self._ensure(n, dtype)
+        self.marks = [] if e.stage_ms is not None else None
+        self._mark("start")
+        self.n, self.sparse, self.peaks = n, sparse, peaks
+        if isinstance(frames, cp.ndarray):
+            self.stream.wait_event(cp.cuda.get_current_stream().record())
+            d_frames = cp.ascontiguousarray(frames)
+        else:
+            d_frames = self.d_frames[:n]
+            if is_pinned(frames) and frames.flags.c_contiguous:
+                source = frames
+            else:
+                if self.staging is None:
+                    self.staging = cupyx.empty_pinned(self.d_frames.shape, dtype)
+                source = self.staging[:n]
+                e._stage(source, frames)
+            self._copy(d_frames, source, source.nbytes, _H2D)
+        self.d_in = d_frames
+        fns = e._kernels(dtype)
+        s = e.static
+        ny, nx = s.shape
+        nbins = e.binning.nbins
+        par = e._par(dtype)
+        with self.stream:
+            # kernels lay out (field, frame, bin) tables of this batch's n frames at the start of each buffer
+            self._mark("h2d")
+            for bins, spill in e._bin_groups:
+                fns["clip"]((len(bins) * n,), (CLIP_BLOCK,),
+                            (d_frames, np.int32(n), np.int64(ny * nx), np.int32(nbins), bins, s.indptr, s.indices,
+                             _ptr(s.coef), s.cnorm, _ptr(s.cdark), _ptr(s.cdvar), _ptr(s.cgain), par,
+                             np.int32(cycles), np.float64(e.clip.cutoff_clip), np.int32(e._scatter(cycles)),
+                             np.int32(spill), self.sums),
+                            shared_mem=16 * max(cycles, 1) + spill * 4 * (1 + (s.cdvar is not None)))
+            self._mark("clip")
+            if sparse or peaks:
+                self._classify(fns, d_frames, par, n)
+            else:
+                self.fptr.fill(0)
+            size = n * nbins
+            self._copy(self.h_sums, self.sums, kernels.NSUMS * size * 8, _D2H)
+            self._copy(self.h_filled, self.filled, 2 * size * 4, _D2H)
+            self._copy(self.h_fptr, self.fptr, self.fptr.nbytes, _D2H)
+            self._mark("d2h")
+            self.event.record(self.stream)
+
+    def _classify(self, fns, d_frames, par, n) -> None:
+        e, s = self.engine, self.engine.static
+        ny, nx = s.shape
+        nbins = e.binning.nbins
+        nwords = n * ny * s.nwords
+        fns["tables"]((n,), (256,), (self.sums, np.int32(n), np.int32(nbins), np.int32(e._spread_row), s.radial,
+                                     self.prof, self.filled))
+        self._mark("tables")
+        pk = e.peak_params
+        fns["classify"]((n * s.nwords * ((ny + 7) // 8),), (256,),
+                        (d_frames, np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm,
+                         s.radius, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof, self.filled,
+                         np.int32(nbins), s.geo, np.float64(e.pick_params.noise),
+                         np.float64(e.pick_params.cutoff_pick), np.float64(pk.noise), np.float64(pk.cutoff_peak),
+                         np.int32(pk.connected), np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"),
+                         np.int32(self.sparse), np.int32(self.peaks), self.words[0], self.counts[0],
+                         self.words[1], self.counts[1]))
+        self._mark("classify")
+        for k, wanted in enumerate((self.sparse, self.peaks)):
+            if wanted:
+                cp.cumsum(self.counts[k, :nwords], dtype=np.int64, out=self.scan[k, :nwords])
+                fns["offsets"](((n + 127) // 128,), (128,), (self.scan[k], np.int64(ny * s.nwords), np.int32(n),
+                                                             self.fptr[k]))
+            else:
+                self.fptr[k].fill(0)
+        self._mark("scan")
+        self._emit(fns, d_frames, par, n)
+        self._mark("emit")
+
+    def _emit(self, fns, d_frames, par, n) -> None:
+        e, s = self.engine, self.engine.static
+        ny, nx = s.shape
+        nwords = n * ny * s.nwords
+        grid = ((nwords + EMIT_BLOCK - 1) // EMIT_BLOCK,)
+        if self.sparse:
+            dtype = d_frames.dtype
+            integer = dtype.kind in "iu"
+            lo, hi = (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) if integer else (0.0, 0.0)
+            fns["picks"](grid, (EMIT_BLOCK,),
+                         (d_frames, np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[0],
+                          self.scan[0], _ptr(s.dark), np.int32(integer), np.float64(lo), np.float64(hi),
+                          np.int64(self.pick_cap), self.pick_index, self.pick_value))
+        if self.peaks:
+            pk = e.peak_params
+            fns["peaks"](grid, (EMIT_BLOCK,),
+                         (d_frames, np.int64(nwords), np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords),
+                          self.words[1], self.scan[1], s.mask, s.norm, s.radius, _ptr(s.dark), _ptr(s.dvar),
+                          _ptr(s.gmap), _ptr(s.dspacing), par, self.prof, self.filled,
+                          np.int32(e.binning.nbins), s.geo, np.float64(pk.noise), np.float64(pk.cutoff_peak),
+                          np.float64(pk.min_spread), np.int64(self.peak_cap), self.peak_f, self.peak_npix,
+                          self.peak_index))
+
+    def collect(self) -> FrameResults:
+        """Wait for this slot's batch and return its results (host arrays owned by the caller)."""
+        e = self.engine
+        n = self.n
+        nbins = e.binning.nbins
+        self.event.synchronize()
+        if self.marks:
+            for (_, before), (name, after) in zip(self.marks, self.marks[1:]):
+                e.stage_ms[name] = e.stage_ms.get(name, 0.0) + cp.cuda.get_elapsed_time(before, after)
+        npick, npeak = int(self.h_fptr[0, n]), int(self.h_fptr[1, n])
+        if npick > self.pick_cap or npeak > self.peak_cap:  # rare: grow and compact again
+            self._grow(int(npick * 1.25) + 1, int(npeak * 1.25) + 1)
+            with self.stream:
+                self._emit(e._kernels(self.d_in.dtype), self.d_in, e._par(self.d_in.dtype), n)
+        if self.sparse:
+            self._copy(self.h_pick_index, self.pick_index, npick * 4, _D2H)
+            self._copy(self.h_pick_value, self.pick_value, npick * self.pick_value.itemsize, _D2H)
+        if self.peaks:
+            self._copy(self.h_peak_f, self.peak_f, npeak * kernels.NPEAKF * 8, _D2H)
+            self._copy(self.h_peak_npix, self.peak_npix, npeak * 4, _D2H)
+            self._copy(self.h_peak_index, self.peak_index, npeak * 8, _D2H)
+        self.stream.synchronize()
+        size = n * nbins
+        sums = self.h_sums.reshape(-1)[:kernels.NSUMS * size].reshape(kernels.NSUMS, n, nbins).copy()
+        profile = profile_from_sums(BinSums.from_stack(sums), e.binning, e.integration.error_model)
+        sparse = peaks = None
+        if self.sparse:
+            filled = self.h_filled.reshape(-1)[:2 * size].reshape(2, n, nbins).copy()
+            sparse = SparseFrames(frame_ptr=self.h_fptr[0, :n + 1].copy(), index=self.h_pick_index[:npick].copy(),
+                                  intensity=self.h_pick_value[:npick].copy(), background_avg=filled[0],
+                                  background_std=filled[1], radial=np.asarray(e.binning.radial, np.float64),
+                                  unit=e.binning.unit)
+        if self.peaks:
+            out = self.h_peak_f[:npeak]
+            intensity, sigma = out[:, 2], out[:, 3]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                snr = np.where(sigma > 0, intensity / sigma, 0.0)
+            fields = {"row": out[:, 0], "col": out[:, 1], "intensity": intensity, "sigma": sigma, "snr": snr,
+                      "npix": self.h_peak_npix[:npeak], "maximum": out[:, 4], "background": out[:, 5],
+                      "resolution": out[:, 6], "index": self.h_peak_index[:npeak]}
+            peaks = PeakList(frame_ptr=self.h_fptr[1, :n + 1].copy(),
+                             **{k: np.array(fields[k], dtype=dt) for k, dt in PEAK_FIELDS.items()})
+        self.d_in = None
+        return FrameResults(profile=profile, sparse=sparse, peaks=peaks)
+
+
+class CudaEngine:
+    """Engine on one NVIDIA GPU (see :class:`braggsieve.engine.backend.Engine`), bound to one binning, one set
+    of corrections and parameters.  Gives the CPU engine's results (the kernels mirror its arithmetic).
+
+    Args:
+        binning: the radial binning (CSR).  corrections: the static corrections.
+        integration, clip, pick, peaks: the parameter dataclasses (defaults when omitted).
+        d_spacing: optional float ``(ny, nx)`` map in Angstrom for the peaks' ``resolution``.
+        streams: batches in flight in :meth:`process_many` (each on its own CUDA stream; >= 2 overlaps
+            copies with compute).
+        staging_threads: threads copying ordinary (pageable) host arrays into pinned buffers.
+        clip_items, clip_spill: pixels per thread held in registers by the clipping kernel (default: enough
+            for the largest bin, at most 32, 16 with a dark variance) and pixels per bin held in shared memory
+            beyond those (default: what 200 kB hold); pixels beyond both are gathered again at every pass.
+
+    ``stage_ms``: set it to ``{}`` to accumulate the GPU time of each stage (ms, CUDA events) over batches.
+    """
+
+    device = "cuda"
+
+    def __init__(self, binning: RadialBinning, corrections: Corrections, integration: IntegrationParams | None = None,
+                 clip: ClipParams | None = None, pick: PickParams | None = None, peaks: PeakParams | None = None,
+                 d_spacing: np.ndarray | None = None, *, streams: int = 3, staging_threads: int | None = None,
+                 clip_items: int | None = None, clip_spill: int | None = None):
+        self.binning = binning
+        self.corrections = corrections
+        self.integration = integration or IntegrationParams()
+        self.clip = clip or ClipParams()
+        self.pick_params = pick or PickParams()
+        self.peak_params = peaks or PeakParams()
+        if self.integration.error_model == "variance":
+            raise ParameterError("the cuda engine has no explicit-variance error model; use --device cpu")
+        if tuple(corrections.shape) != tuple(binning.shape):
+            raise ParameterError(f"corrections of shape {corrections.shape} do not match the binning "
+                                 f"{binning.shape}")
+        self.static = _Static(binning, corrections, d_spacing)
+        dvar = self.static.cdvar is not None
+        largest = int(self.static.counts.max()) if binning.nbins else 0
+        need = max(1, math.ceil(largest / CLIP_BLOCK))
+        self.clip_items = clip_items or min(MAX_ITEMS // (1 + dvar), 1 << (need - 1).bit_length())
+        in_registers = self.clip_items * CLIP_BLOCK
+        room = (MAX_SHARED - 16 * max(self.clip.cycles, 1)) // (4 * (1 + dvar))
+        spill = min(max(largest - in_registers, 0), room if clip_spill is None else clip_spill)
+        small = np.flatnonzero(self.static.counts <= in_registers).astype(np.int32)
+        large = np.flatnonzero(self.static.counts > in_registers).astype(np.int32)
+        self._bin_groups = [(cp.asarray(bins), size) for bins, size in ((small, 0), (large, spill)) if len(bins)]
+        self.stage_ms: dict[str, float] | None = None
+        self._spread_row = 6 if self.integration.error_model == "azimuthal" else 2
+        self._slots = [_Slot(self) for _ in range(max(1, streams))]
+        self._threads = staging_threads or min(8, os.cpu_count() or 1)
+        self._pool = None
+        self._pars: dict[np.dtype, cp.ndarray] = {}
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _kernels(self, dtype: np.dtype):
+        if dtype not in _CTYPE:
+            raise ParameterError(f"the cuda engine reads frames of dtype {', '.join(map(str, _CTYPE))}, "
+                                 f"not {dtype}")
+        half = self.peak_params.patch_size // 2
+        return _module(_CTYPE[dtype], self.clip_items, self.binning.coef is not None,
+                       self.static.cdvar is not None, half)
+
+    def _par(self, dtype: np.dtype) -> cp.ndarray:
+        if dtype not in self._pars:
+            self._pars[dtype] = self.static.par(dtype, self.corrections)
+        return self._pars[dtype]
+
+    def _scatter(self, cycles: int) -> bool:
+        """Whether the clipping kernel accumulates the scatter VV: always for a plain integration (as the
+        CPU's bin_sums), for clipping with the azimuthal or hybrid model."""
+        return cycles == 0 or self.integration.error_model in ("azimuthal", "hybrid")
+
+    def _stage(self, pinned: np.ndarray, frames: np.ndarray) -> None:
+        """Copy ``frames`` into the pinned buffer with several threads (numpy releases the GIL)."""
+        src = np.ascontiguousarray(frames).reshape(-1)
+        dst = pinned.reshape(-1)
+        parts = max(1, min(self._threads, src.nbytes // (4 << 20)))
+        if parts == 1:
+            np.copyto(dst, src)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="braggsieve-staging")
+        edges = np.linspace(0, src.size, parts + 1).astype(np.int64)
+        list(self._pool.map(lambda k: np.copyto(dst[edges[k]:edges[k + 1]], src[edges[k]:edges[k + 1]]),
+                            range(parts)))
+
+    def _batch(self, frames):
+        frames = frames if isinstance(frames, cp.ndarray) else np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        if frames.ndim != 3 or tuple(frames.shape[1:]) != tuple(self.binning.shape):
+            raise ParameterError(f"frames of shape {frames.shape} do not match the detector {self.binning.shape}")
+        return frames
+
+    def _run(self, frames, sparse: bool, peaks: bool, cycles: int) -> FrameResults:
+        slot = self._slots[0]
+        slot.submit(self._batch(frames), sparse, peaks, cycles)
+        return slot.collect()
+
+    # -- the Engine protocol ------------------------------------------------------------------------------
+    def integrate(self, frames) -> RadialProfile:
+        """Azimuthal integration without clipping, ``(nframes, nbins)``."""
+        return self._run(frames, False, False, 0).profile
+
+    def sigma_clip(self, frames) -> RadialProfile:
+        """Sigma-clipped background of a batch, ``(nframes, nbins)``."""
+        return self._run(frames, False, False, self.clip.cycles).profile
+
+    def process(self, frames, *, sparse: bool = True, peaks: bool = True) -> FrameResults:
+        """Clip, then pick pixels and/or find peaks, for one batch (numpy, pinned numpy or CuPy array)."""
+        return self._run(frames, sparse, peaks, self.clip.cycles)
+
+    def process_many(self, batches: Iterable, *, sparse: bool = True, peaks: bool = True) -> Iterator[FrameResults]:
+        """Process a stream of batches with up to ``streams`` of them in flight; yields results in order.
+
+        A batch that is a page-locked numpy array (:meth:`pinned_frames`, e.g. filled by
+        ``FrameSource.read_into``) is copied to the GPU straight from it, so it must stay unchanged until its
+        results are yielded; any other numpy array is first copied into an engine-owned pinned buffer and
+        may be reused at once.
+        """
+        pending: deque[_Slot] = deque()
+        for index, frames in enumerate(batches):
+            slot = self._slots[index % len(self._slots)]
+            if len(pending) == len(self._slots):
+                yield pending.popleft().collect()
+            slot.submit(self._batch(frames), sparse, peaks, self.clip.cycles)
+            pending.append(slot)
+        while pending:
+            yield pending.popleft().collect()
+
+    def pinned_frames(self, nframes: int, dtype) -> np.ndarray:
+        """A page-locked ``(nframes, ny, nx)`` numpy array: batches read into it cross PCIe without staging."""
+        return cupyx.empty_pinned((nframes,) + tuple(self.binning.shape), np.dtype(dtype))

@@ -1,0 +1,636 @@
+"""CUDA C source of the GPU engine's kernels, compiled at run time by NVRTC through ``cupy.RawModule``.
+
+Every kernel mirrors, operation for operation, the numba code of the CPU engine, so that both give the same
+numbers: ``preprocess_value`` is engine/corrections.py's ``_preprocess_kernel``; ``sigma_clip`` is
+engine/integrate.py's ``_sigma_clip_kernel`` (float64 sums; only the order of the additions differs, being a
+tree over the block); ``fill_background`` is engine/pick.py's ``filled_background`` (numpy.interp);
+``classify``/``emit_picks`` are engine/pick.py's ``_is_kept``/``_fill_rows`` and ``classify``/``emit_peaks``
+engine/peaks.py's ``_excess``/``_is_peak``/``_measure_peaks``.  The module is compiled with ``--fmad=false``
+so that ``a * b + c`` is rounded twice, as on the CPU.
+
+Layouts: frames ``(nframes, ny, nx)`` in the raw dtype; per-pixel static arrays flat ``(ny * nx,)``; CSR
+static arrays in CSR order (statically masked entries and zero coefficients removed beforehand); per-bin
+tables ``(nframes, nbins)``; bit masks of picked pixels and peaks ``(nframes, ny, nwords)`` uint32 with
+``nwords = ceil(nx / 32)``, bit ``j`` of word ``w`` being column ``32 w + j``.
+
+Scalar correction parameters travel in a float64 array ``par`` (see ``PAR_*`` below and engine.py).
+"""
+
+# Indices into the float64 parameter array ``par`` shared by the kernels.
+PAR_GAIN, PAR_DUMMY, PAR_DELTA_DUMMY, PAR_CHECK_DUMMY, PAR_SATURATION, PAR_NMARKERS, PAR_MARKER0, PAR_MARKER1 = \
+    range(8)
+NPAR = 8
+
+# Rows of the per-(frame, bin) sums, as engine/integrate.py: count, V, W, Omega, OmegaOmega, P, VV.
+NSUMS = 7
+
+# Peak measurement rows of the float64 output, as engine/peaks.py: row, col, intensity, sigma, max, bg, res.
+NPEAKF = 7
+
+SOURCE = r"""
+#define NAN_F __int_as_float(0x7fc00000)
+#define NAN_D __longlong_as_double(0x7ff8000000000000LL)
+#define TILE_W 32
+#define TILE_H 8
+
+struct Par {
+    double gain, dummy, delta_dummy, saturation, m0, m1;
+    bool check_dummy;
+    int nmarkers;
+};
+
+__device__ __forceinline__ Par load_par(const double* __restrict__ par) {
+    Par P;
+    P.gain = par[0]; P.dummy = par[1]; P.delta_dummy = par[2]; P.check_dummy = par[3] != 0.0;
+    P.saturation = par[4]; P.nmarkers = (int)par[5]; P.m0 = par[6]; P.m1 = par[7];
+    return P;
+}
+
+// signal (photons) and Poisson variance (photons^2) of one raw value, NaN when invalid in this frame.
+template <typename T>
+__device__ __forceinline__ void preprocess_value(const Par& P, T raw, bool masked, bool has_dark, float dark,
+                                                 bool has_dvar, float dvar, double g, float& s, float& var) {
+    double value = (double)raw;
+    bool valid = !masked && isfinite(value) && value < P.saturation;
+    if (P.nmarkers > 0 && value == P.m0) valid = false;
+    if (P.nmarkers > 1 && value == P.m1) valid = false;
+    if (P.check_dummy) {
+        if (P.delta_dummy > 0.0) {
+            if (fabs(value - P.dummy) <= P.delta_dummy) valid = false;
+        } else if (value == P.dummy) {
+            valid = false;
+        }
+    }
+    if (!valid) { s = NAN_F; var = NAN_F; return; }
+    if (has_dark) value -= (double)dark;
+    double sd = value / g;
+    double v = (1.0 > sd) ? 1.0 : sd;
+    if (has_dvar) v += (double)dvar / (g * g);
+    s = (float)sd;
+    var = (float)v;
+}
+
+// Signal and variance of flat pixel p of a frame, with the static arrays in flat order.
+template <typename T>
+__device__ __forceinline__ void pixel_signal(const Par& P, const T* __restrict__ frame, long long p,
+                                             const unsigned char* __restrict__ mask, const float* __restrict__ dark,
+                                             const float* __restrict__ dvar, const float* __restrict__ gmap,
+                                             float& s, float& var) {
+    preprocess_value<T>(P, frame[p], mask[p] != 0, dark != nullptr, dark ? dark[p] : 0.0f,
+                        dvar != nullptr, dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, var);
+}
+
+// Sum x[0..N) over the block; every thread gets the totals.  red: N * 32 doubles of shared memory.
+template <int N>
+__device__ __forceinline__ void block_sum(double (&x)[N], double* red) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+        for (int o = 16; o > 0; o >>= 1) x[i] += __shfl_xor_sync(0xffffffffu, x[i], o);
+    __syncthreads();
+    if (lane == 0) {
+#pragma unroll
+        for (int i = 0; i < N; ++i) red[i * 32 + warp] = x[i];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        double y = lane < nwarps ? red[i * 32 + lane] : 0.0;
+        for (int o = 16; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+        x[i] = y;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sigma-clipping: one block per (frame, bin of bin_list), frames fastest so that the blocks of one bin share
+// the static CSR arrays in L2.  The signal of the first K * CLIP_BLOCK pixels of a bin is gathered once into
+// registers, the next spill_cap into shared memory, and any further pixels are gathered again at every pass;
+// norm and coefficients are re-read from the (L2-resident) CSR arrays.  Without a dark variance the Poisson
+// variance is max(s, 1), recomputed from s (float32 rounding is monotonic, so this equals the CPU's value).
+// A pixel is "kept" when it passes every earlier cycle's test |v - mean_c| <= limit_c (history in shared
+// memory): exactly the set the CPU's compaction keeps.  Each cycle is one pass (two with the scatter): the
+// test of the new limit and the sums of the survivors are computed together.
+// ---------------------------------------------------------------------------------------------------------
+template <typename T, bool DVAR>
+__device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ frame, long long j,
+                                            const int* __restrict__ indices, const float* __restrict__ cdark,
+                                            const float* __restrict__ cdvar, const float* __restrict__ cgain,
+                                            float& s, float& var) {
+    const int p = indices[j];
+    preprocess_value<T>(P, frame[p], false, cdark != nullptr, cdark ? cdark[j] : 0.0f, DVAR,
+                        DVAR ? cdvar[j] : 0.0f, cgain ? (double)cgain[j] : P.gain, s, var);
+    if (isnan(var)) s = NAN_F;
+}
+
+template <typename T, int K, bool COEF, bool DVAR>
+__global__ void __launch_bounds__(CLIP_BLOCK)
+sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins, const int* __restrict__ bin_list,
+           const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ coef,
+           const float* __restrict__ cnorm, const float* __restrict__ cdark, const float* __restrict__ cdvar,
+           const float* __restrict__ cgain, const double* __restrict__ par,
+           int cycles, double cutoff, int with_scatter, int spill_cap, double* __restrict__ out) {
+    __shared__ double red[7 * 32];
+    extern __shared__ double dyn[];   // 2 * max(cycles, 1) doubles of history, then spill_cap floats (x2 with DVAR)
+    double* hist = dyn;
+    float* spill = (float*)(dyn + 2 * (cycles > 1 ? cycles : 1));
+    const int f = blockIdx.x % nframes;
+    const int b = bin_list[blockIdx.x / nframes];
+    const long long start = indptr[b], stop = indptr[b + 1];
+    const long long reg_end = min(stop, start + (long long)K * CLIP_BLOCK);
+    const long long spill_end = min(stop, reg_end + (long long)spill_cap);
+    const T* frame = frames + (long long)f * npix;
+    const Par P = load_par(par);
+
+    float rs[K], rv[DVAR ? K : 1];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+        const long long j = start + threadIdx.x + (long long)k * CLIP_BLOCK;
+        float s = NAN_F, v = 0.0f;
+        if (j < reg_end) load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, v);
+        rs[k] = s;
+        if (DVAR) rv[k] = v;
+    }
+    for (long long j = reg_end + threadIdx.x; j < spill_end; j += CLIP_BLOCK) {
+        float s, v;
+        load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, v);
+        spill[j - reg_end] = s;
+        if (DVAR) spill[spill_cap + (j - reg_end)] = v;
+    }
+    // fn(s, var, j) for every pixel of the bin (s NaN when invalid)
+    auto visit = [&](auto&& fn) {
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+            const long long j = start + threadIdx.x + (long long)k * CLIP_BLOCK;
+            if (j < reg_end) fn(rs[k], DVAR ? rv[DVAR ? k : 0] : (1.0f > rs[k] ? 1.0f : rs[k]), j);
+        }
+        for (long long j = reg_end + threadIdx.x; j < spill_end; j += CLIP_BLOCK) {
+            const float s = spill[j - reg_end];
+            fn(s, DVAR ? spill[spill_cap + (j - reg_end)] : (1.0f > s ? 1.0f : s), j);
+        }
+        for (long long j = spill_end + threadIdx.x; j < stop; j += CLIP_BLOCK) {
+            float s, v;
+            load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, v);
+            fn(s, DVAR ? v : (1.0f > s ? 1.0f : s), j);
+        }
+    };
+    int nh = 0;
+    auto kept = [&](float s, double value) -> bool {
+        if (isnan(s)) return false;
+        for (int h = 0; h < nh; ++h)
+            if (fabs(value - hist[2 * h]) > hist[2 * h + 1]) return false;
+        return true;
+    };
+    double acc[7];
+    // Sums of the kept pixels that also pass |v - mean| <= limit (limit < 0: no new test); acc[6] = VV or NaN.
+    // Returns the number of kept pixels that fail the new test.
+    auto accumulate = [&](double mean, double limit, bool scatter) -> double {
+        double x[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        visit([&](float s, float v, long long j) {
+            const double nrm = (double)cnorm[j];
+            const double value = (double)s / nrm;
+            if (!kept(s, value)) return;
+            if (limit >= 0.0 && fabs(value - mean) > limit) { x[6] += 1.0; return; }
+            const double cc = COEF ? (double)coef[j] : 1.0;
+            const double w = cc * nrm;
+            x[0] += cc;
+            x[3] += w;
+            x[4] += w * w;
+            x[1] += cc * (double)s;
+            x[2] += cc * cc * (double)v;
+            x[5] += w * w * value;
+        });
+        block_sum<7>(x, red);
+        if (limit >= 0.0 && x[6] == 0.0) return 0.0;  // nothing discarded: the sums stay as they were
+        for (int i = 0; i < 6; ++i) acc[i] = x[i];
+        acc[6] = scatter ? 0.0 : NAN_D;
+        if (scatter && acc[3] > 0.0) {
+            const double m = acc[1] / acc[3];
+            const double lim = limit;
+            const double mu = mean;
+            double y[1] = {0.0};
+            visit([&](float s, float v, long long j) {
+                const double nrm = (double)cnorm[j];
+                const double value = (double)s / nrm;
+                if (!kept(s, value)) return;
+                if (lim >= 0.0 && fabs(value - mu) > lim) return;
+                const double w = (COEF ? (double)coef[j] : 1.0) * nrm;
+                const double d = value - m;
+                y[0] += w * w * d * d;
+            });
+            block_sum<1>(y, red);
+            acc[6] = y[0];
+        }
+        return x[6];
+    };
+    const bool scatter = with_scatter != 0;  // azimuthal and hybrid clip with the scatter VV
+    __syncthreads();                         // spill written
+    accumulate(0.0, -1.0, scatter);
+    for (int cyc = 0; cyc < cycles; ++cyc) {
+        if (acc[3] == 0.0 || acc[0] == 0.0) break;
+        const double mean = acc[1] / acc[3];
+        const double std = sqrt((scatter ? acc[6] : acc[2]) / acc[4]);
+        const double npx = acc[0] > 3.0 ? acc[0] : 3.0;
+        const double chauvenet = sqrt(2.0 * log(npx / sqrt(2.0 * 3.141592653589793)));
+        const double limit = (cutoff > chauvenet ? cutoff : chauvenet) * std;
+        if (!(limit >= 0.0)) break;  // NaN std: the CPU's test discards nothing either
+        if (accumulate(mean, limit, scatter) == 0.0) break;
+        if (threadIdx.x == 0) { hist[2 * nh] = mean; hist[2 * nh + 1] = limit; }
+        __syncthreads();
+        ++nh;
+    }
+    if (threadIdx.x == 0) {
+        const long long plane = (long long)nframes * nbins;
+        for (int i = 0; i < 7; ++i) out[i * plane + (long long)f * nbins + b] = acc[i];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Background tables from the sums, one block per frame: mean, std, sem (float64, NaN for empty bins, as
+// integrate.profile_from_sums) and the gap-filled float32 mean/std of pick.filled_background (numpy.interp
+// over the valid bins, clamped at the ends, 0 for a frame without any).
+// ---------------------------------------------------------------------------------------------------------
+__global__ void background_tables(const double* __restrict__ sums, int nframes, int nbins, int spread_row,
+                                  const double* __restrict__ radial, double* __restrict__ prof,
+                                  float* __restrict__ filled) {
+    const int f = blockIdx.x;
+    const long long plane = (long long)nframes * nbins;
+    const long long base = (long long)f * nbins;
+    double* mean = prof + base;
+    double* std = prof + plane + base;
+    double* sem = prof + 2 * plane + base;
+    for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
+        const double count = sums[0 * plane + base + b], signal = sums[1 * plane + base + b];
+        const double norm = sums[3 * plane + base + b], norm2 = sums[4 * plane + base + b];
+        const double spread = sums[spread_row * plane + base + b];
+        if (count > 0.0 && norm2 > 0.0) {
+            mean[b] = signal / norm;
+            std[b] = sqrt(spread / norm2);
+            sem[b] = sqrt(spread) / norm;
+        } else {
+            mean[b] = NAN_D; std[b] = NAN_D; sem[b] = NAN_D;
+        }
+    }
+    __syncthreads();
+    float* out_mean = filled + base;
+    float* out_std = filled + plane + base;
+    for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
+        for (int t = 0; t < 2; ++t) {
+            const double* fp = t ? std : mean;
+            float* dst = t ? out_std : out_mean;
+            auto valid = [&](int i) { return isfinite(mean[i]) && isfinite(std[i]); };
+            if (valid(b)) { dst[b] = (float)fp[b]; continue; }
+            int lo = b - 1, hi = b + 1;
+            while (lo >= 0 && !valid(lo)) --lo;
+            while (hi < nbins && !valid(hi)) ++hi;
+            double r;
+            if (lo < 0 && hi >= nbins) r = 0.0;
+            else if (lo < 0) r = fp[hi];
+            else if (hi >= nbins) r = fp[lo];
+            else {
+                const double slope = (fp[hi] - fp[lo]) / (radial[hi] - radial[lo]);
+                r = slope * (radial[b] - radial[lo]) + fp[lo];
+                if (isnan(r)) {
+                    r = slope * (radial[b] - radial[hi]) + fp[hi];
+                    if (isnan(r) && fp[lo] == fp[hi]) r = fp[lo];
+                }
+            }
+            dst[b] = (float)r;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Per-pixel excess over the background (peaks.py _excess) and picking test (pick.py _is_kept).
+// ---------------------------------------------------------------------------------------------------------
+struct Bg {
+    const double* mean; const double* std; const double* sem;   // (nframes, nbins) this frame's row
+    const float* fmean; const float* fstd;                      // gap-filled, for picking
+    int nbins;
+    double r0, step, inv_step, r_lo, r_hi;
+};
+
+__device__ __forceinline__ double interp_peak(const double* table, double fpos, int nbins) {
+    if (fpos <= 0.0) return table[0];
+    if (fpos >= nbins - 1) return table[nbins - 1];
+    const int i0 = (int)fpos;
+    const double w = fpos - i0;
+    return table[i0] * (1.0 - w) + table[i0 + 1] * w;
+}
+
+// peaks: v = s / norm - bg(r) (float32 quotient, float64 difference), NaN when missing; cand = v >= t.
+__device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float r, double noise, double cutoff,
+                                             bool& cand) {
+    cand = false;
+    if (!(r >= B.r_lo && r <= B.r_hi && isfinite(s) && nrm > 0.0f)) return NAN_F;
+    const double fpos = B.step > 0.0 ? ((double)r - B.r0) / B.step : 0.0;
+    const double b = interp_peak(B.mean, fpos, B.nbins);
+    const double sd = interp_peak(B.std, fpos, B.nbins);
+    if (!(isfinite(b) && isfinite(sd))) return NAN_F;
+    const double v = (double)(s / nrm) - b;
+    const double t0 = cutoff * sqrt(sd * sd + noise * noise);
+    const double t = noise > t0 ? noise : t0;
+    cand = v >= t;
+    return (float)v;
+}
+
+// pick: r in [r_lo, r_hi), s / norm - bg > max(noise, cutoff sqrt(std^2 + noise^2)); overloads are kept.
+template <typename T>
+__device__ __forceinline__ bool picked(const Bg& B, const Par& P, T raw, float s, float nrm, float r,
+                                       double noise, double cutoff) {
+    if (!(r >= B.r_lo && r < B.r_hi)) return false;
+    if (!isfinite(s)) return (double)raw >= P.saturation;
+    const double fpos = ((double)r - B.r0) * B.inv_step;
+    int pos; double frac;
+    if (fpos <= 0.0) { pos = 0; frac = 0.0; }
+    else if (fpos >= B.nbins - 1) { pos = B.nbins - 1; frac = 0.0; }
+    else { pos = (int)fpos; frac = fpos - pos; }
+    const int nxt = pos + 1 < B.nbins - 1 ? pos + 1 : B.nbins - 1;
+    const double mean = (1.0 - frac) * (double)B.fmean[pos] + frac * (double)B.fmean[nxt];
+    const double std = (1.0 - frac) * (double)B.fstd[pos] + frac * (double)B.fstd[nxt];
+    const double m0 = cutoff * sqrt(std * std + noise * noise);
+    const double margin = noise > m0 ? noise : m0;
+    return (double)(s / nrm) - mean > margin;
+}
+
+__device__ __forceinline__ Bg load_bg(const double* prof, const float* filled, int nframes, int nbins, int f,
+                                      const double* geo) {
+    Bg B;
+    const long long plane = (long long)nframes * nbins, base = (long long)f * nbins;
+    B.mean = prof + base; B.std = prof + plane + base; B.sem = prof + 2 * plane + base;
+    B.fmean = filled + base; B.fstd = filled + plane + base;
+    B.nbins = nbins;
+    B.r0 = geo[0]; B.step = geo[1]; B.inv_step = geo[2]; B.r_lo = geo[3]; B.r_hi = geo[4];
+    return B;
+}
+
+// peaks.py _flag_zingers: a candidate whose 8 valid neighbours hold less than min_spread of its excess.
+__device__ __forceinline__ bool is_zinger(const float* sv, int W, int a, int b, int row, int col, int ny, int nx,
+                                          double min_spread) {
+    double spread = 0.0;
+    for (int di = -1; di <= 1; ++di)
+        for (int dj = -1; dj <= 1; ++dj) {
+            const int ii = row + di, jj = col + dj;
+            if ((di != 0 || dj != 0) && ii >= 0 && ii < ny && jj >= 0 && jj < nx) {
+                const float vq = sv[(a + di) * W + b + dj];
+                if (isfinite(vq)) spread += (double)vq;
+            }
+        }
+    return spread < min_spread * (double)sv[a * W + b];
+}
+
+// peaks.py _is_peak on a window of v (NaN = missing) and cand (0, 1 = candidate, 2 = zinger) of width W,
+// centre at (a, b), image position (row, col).
+template <int H>
+__device__ bool is_peak(const float* sv, const unsigned char* sc, int W, int a, int b, int row, int col, int ny,
+                        int nx, int connected, bool reject) {
+    const int S = 2 * H + 1;
+    const float v0 = sv[a * W + b];
+    unsigned char group[S][S];
+    for (int di = -H; di <= H; ++di) {
+        for (int dj = -H; dj <= H; ++dj) {
+            group[di + H][dj + H] = 0;
+            const int ii = row + di, jj = col + dj;
+            const float vq = sv[(a + di) * W + b + dj];
+            if (ii < 0 || ii >= ny || jj < 0 || jj >= nx || !isfinite(vq)) {
+                if (reject) return false;
+                continue;
+            }
+            const unsigned char cq = sc[(a + di) * W + b + dj];
+            if (cq == 2) continue;  // a zinger neither competes nor counts
+            if (vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))) return false;
+            if (cq == 1) group[di + H][dj + H] = 1;
+        }
+    }
+    group[H][H] = 2;
+    int count = 1;
+    bool grew = true;
+    while (grew && count < connected) {
+        grew = false;
+        for (int x = 0; x < S; ++x) {
+            for (int y = 0; y < S; ++y) {
+                if (group[x][y] != 1) continue;
+                bool touches = false;
+                for (int xx = (x - 1 > 0 ? x - 1 : 0); xx < (x + 2 < S ? x + 2 : S); ++xx)
+                    for (int yy = (y - 1 > 0 ? y - 1 : 0); yy < (y + 2 < S ? y + 2 : S); ++yy)
+                        if (group[xx][yy] == 2) touches = true;
+                if (touches) { group[x][y] = 2; ++count; grew = true; }
+            }
+        }
+    }
+    return count >= connected;
+}
+
+// One block of TILE_W x TILE_H threads per (frame, tile), frames fastest.  The tile is loaded with a halo of
+// H + 1 (zinger test of the patch pixels).  Each warp is one row segment of 32 pixels, i.e. one word of the
+// bit masks: __ballot_sync gives the word, __popc its count.
+template <typename T, int H>
+__global__ void __launch_bounds__(TILE_W * TILE_H)
+classify(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
+         const unsigned char* __restrict__ mask, const float* __restrict__ norm, const float* __restrict__ radius,
+         const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
+         const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
+         int nbins, const double* __restrict__ geo, double pick_noise, double pick_cutoff, double peak_noise,
+         double peak_cutoff, int connected, double min_spread, int reject, int do_pick, int do_peaks,
+         unsigned int* __restrict__ pick_words, int* __restrict__ pick_counts,
+         unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
+    const int G = H + 1;
+    const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
+    __shared__ float sv[HH * W];
+    __shared__ unsigned char sc[HH * W];
+    __shared__ unsigned char sp[TILE_H * TILE_W];
+    const int f = blockIdx.x % nframes;
+    const int tile = blockIdx.x / nframes;
+    const int tx = tile % nwords, ty = tile / nwords;
+    const int col0 = tx * TILE_W, row0 = ty * TILE_H;
+    const long long npix = (long long)ny * nx;
+    const T* frame = frames + (long long)f * npix;
+    const Par P = load_par(par);
+    const Bg B = load_bg(prof, filled, nframes, nbins, f, geo);
+    for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
+        const int lr = e / W, lc = e % W;
+        const int r = row0 - G + lr, c = col0 - G + lc;
+        const bool own = lr >= G && lr < G + TILE_H && lc >= G && lc < G + TILE_W;
+        float v = NAN_F;
+        bool cand = false, pick = false;
+        if (r >= 0 && r < ny && c >= 0 && c < nx && (do_peaks || own)) {
+            const long long p = (long long)r * nx + c;
+            float s, var;
+            pixel_signal<T>(P, frame, p, mask, dark, dvar, gmap, s, var);
+            const float nrm = norm[p], rad = radius[p];
+            if (do_peaks) v = excess_peak(B, s, nrm, rad, peak_noise, peak_cutoff, cand);
+            if (do_pick && own) pick = picked<T>(B, P, frame[p], s, nrm, rad, pick_noise, pick_cutoff);
+        }
+        sv[e] = v;
+        sc[e] = cand;
+        if (own) sp[(lr - G) * TILE_W + lc - G] = pick;
+    }
+    __syncthreads();
+    if (do_peaks) {  // zinger flags of the tile and its H halo (reads v only, so in place is safe)
+        for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
+            const int lr = e / W, lc = e % W;
+            if (lr < 1 || lr >= HH - 1 || lc < 1 || lc >= W - 1 || sc[e] != 1) continue;
+            if (is_zinger(sv, W, lr, lc, row0 - G + lr, col0 - G + lc, ny, nx, min_spread)) sc[e] = 2;
+        }
+        __syncthreads();
+    }
+    const int lr = threadIdx.x / TILE_W, lc = threadIdx.x % TILE_W;
+    const int row = row0 + lr, col = col0 + lc;
+    const bool inside = row < ny && col < nx;
+    const bool pick = inside && sp[threadIdx.x];
+    const bool peak = inside && do_peaks && sc[(lr + G) * W + lc + G] == 1 &&
+                      is_peak<H>(sv, sc, W, lr + G, lc + G, row, col, ny, nx, connected, reject != 0);
+    const unsigned int pw = __ballot_sync(0xffffffffu, pick);
+    const unsigned int kw = __ballot_sync(0xffffffffu, peak);
+    if (lc == 0 && row < ny) {
+        const long long w = ((long long)f * ny + row) * nwords + tx;
+        if (do_pick) { pick_words[w] = pw; pick_counts[w] = __popc(pw); }
+        if (do_peaks) { peak_words[w] = kw; peak_counts[w] = __popc(kw); }
+    }
+}
+
+// frame_ptr[f + 1] = inclusive scan at the last word of frame f (frame_ptr[0] = 0), for picks and peaks.
+__global__ void frame_offsets(const long long* __restrict__ scan, long long words_per_frame, int nframes,
+                              long long* __restrict__ frame_ptr) {
+    const int f = blockIdx.x * blockDim.x + threadIdx.x;
+    if (f == 0) frame_ptr[0] = 0;
+    if (f < nframes) frame_ptr[f + 1] = scan[(f + 1) * words_per_frame - 1];
+}
+
+// One thread per word: writes the flat index and the raw (minus dark) value of each picked pixel at its
+// compacted position (inclusive scan minus the word's own count), in index order within each frame.
+template <typename T>
+__global__ void emit_picks(const T* __restrict__ frames, long long nwords_total, int ny, int nx, int nwords,
+                           const unsigned int* __restrict__ words, const long long* __restrict__ scan,
+                           const float* __restrict__ dark, int is_integer, double lo, double hi,
+                           long long capacity, unsigned int* __restrict__ out_index, T* __restrict__ out_value) {
+    const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (w >= nwords_total) return;
+    unsigned int word = words[w];
+    if (!word) return;
+    long long pos = scan[w] - __popc(word);
+    const long long per_frame = (long long)ny * nwords;
+    const long long f = w / per_frame;
+    const long long rem = w - f * per_frame;
+    const int row = (int)(rem / nwords), wx = (int)(rem % nwords);
+    const T* frame = frames + f * (long long)ny * nx;
+    while (word) {
+        const int j = __ffs(word) - 1;
+        word &= word - 1;
+        const long long p = (long long)row * nx + wx * 32 + j;
+        if (pos < capacity) {
+            out_index[pos] = (unsigned int)p;
+            if (dark) {
+                double value = (double)frame[p] - (double)dark[p];
+                if (is_integer) value = fmin(fmax(floor(value + 0.5), lo), hi);
+                out_value[pos] = (T)value;
+            } else {
+                out_value[pos] = frame[p];
+            }
+        }
+        ++pos;
+    }
+}
+
+// One thread per word holding peaks: measures each (peaks.py _measure_peaks) from the frame in memory, over
+// a (2H + 3)^2 window of v/cand so that the zinger flags of the patch pixels are known.
+template <typename T, int H>
+__global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total, int nframes, int ny, int nx,
+                           int nwords, const unsigned int* __restrict__ words, const long long* __restrict__ scan,
+                           const unsigned char* __restrict__ mask, const float* __restrict__ norm,
+                           const float* __restrict__ radius, const float* __restrict__ dark,
+                           const float* __restrict__ dvar, const float* __restrict__ gmap,
+                           const float* __restrict__ dspacing, const double* __restrict__ par,
+                           const double* __restrict__ prof, const float* __restrict__ filled, int nbins,
+                           const double* __restrict__ geo, double noise, double cutoff, double min_spread,
+                           long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix,
+                           long long* __restrict__ out_index) {
+    const int G = H + 1, S = 2 * G + 1;
+    const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (w >= nwords_total) return;
+    unsigned int word = words[w];
+    if (!word) return;
+    long long pos = scan[w] - __popc(word);
+    const long long per_frame = (long long)ny * nwords;
+    const int f = (int)(w / per_frame);
+    const long long rem = w - f * per_frame;
+    const int i = (int)(rem / nwords), wx = (int)(rem % nwords);
+    const T* frame = frames + (long long)f * ny * nx;
+    const Par P = load_par(par);
+    const Bg B = load_bg(prof, filled, nframes, nbins, f, geo);
+    float sv[S * S];
+    unsigned char sc[S * S];
+    while (word) {
+        const int jb = __ffs(word) - 1;
+        word &= word - 1;
+        const int j = wx * 32 + jb;
+        if (pos >= capacity) { ++pos; continue; }
+        for (int a = 0; a < S; ++a)
+            for (int b = 0; b < S; ++b) {
+                const int ii = i - G + a, jj = j - G + b;
+                float v = NAN_F;
+                bool cand = false;
+                if (ii >= 0 && ii < ny && jj >= 0 && jj < nx) {
+                    const long long q = (long long)ii * nx + jj;
+                    float s, var;
+                    pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, var);
+                    v = excess_peak(B, s, norm[q], radius[q], noise, cutoff, cand);
+                }
+                sv[a * S + b] = v;
+                sc[a * S + b] = cand;
+            }
+        for (int a = 1; a < S - 1; ++a)
+            for (int b = 1; b < S - 1; ++b)
+                if (sc[a * S + b] == 1 && is_zinger(sv, S, a, b, i - G + a, j - G + b, ny, nx, min_spread))
+                    sc[a * S + b] = 2;
+        double total = 0.0, var = 0.0, scale_sum = 0.0, wsum = 0.0, wi = 0.0, wj = 0.0;
+        int npix = 0;
+        for (int ii = (i - H > 0 ? i - H : 0); ii < (i + H + 1 < ny ? i + H + 1 : ny); ++ii) {
+            for (int jj = (j - H > 0 ? j - H : 0); jj < (j + H + 1 < nx ? j + H + 1 : nx); ++jj) {
+                const int k = (ii - i + G) * S + (jj - j + G);
+                const float vq = sv[k];
+                if (!isfinite(vq) || sc[k] == 2) continue;
+                const long long q = (long long)ii * nx + jj;
+                float s, vq_var;
+                pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, vq_var);
+                const double g = gmap ? (double)gmap[q] : P.gain;
+                const double scale = (double)norm[q] * g;
+                total += (double)vq * scale;
+                scale_sum += scale;
+                var += (double)vq_var * g * g;
+                if (vq > 0.0f) {
+                    const double wt = (double)vq * scale;
+                    wsum += wt;
+                    wi += wt * ii;
+                    wj += wt * jj;
+                }
+                ++npix;
+            }
+        }
+        const float v0 = sv[G * S + G];
+        const long long p = (long long)i * nx + j;
+        const double fpos = B.step > 0.0 ? ((double)radius[p] - B.r0) / B.step : 0.0;
+        const double s_bg = interp_peak(B.sem, fpos, nbins);
+        var += scale_sum * scale_sum * s_bg * s_bg;
+        const double g0 = gmap ? (double)gmap[p] : P.gain;
+        const double row = wi / wsum, col = wj / wsum;
+        double* o = out_f + pos * 7;
+        o[0] = row;
+        o[1] = col;
+        o[2] = total;
+        o[3] = sqrt(var);
+        o[4] = (double)(v0 * norm[p]) * g0;
+        o[5] = interp_peak(B.mean, fpos, nbins) * (double)norm[p] * g0;
+        if (dspacing) {
+            int rr = (int)floor(row + 0.5), cc = (int)floor(col + 0.5);
+            rr = rr < 0 ? 0 : (rr > ny - 1 ? ny - 1 : rr);
+            cc = cc < 0 ? 0 : (cc > nx - 1 ? nx - 1 : cc);
+            o[6] = (double)dspacing[(long long)rr * nx + cc];
+        } else {
+            o[6] = NAN_D;
+        }
+        out_npix[pos] = npix;
+        out_index[pos] = p;
+        ++pos;
+    }
+}
+"""
