@@ -133,9 +133,13 @@ def prepare_corrections(shape: tuple[int, int], params: CorrectionParams, *, mas
         gain_value = _checked("gain", gain, shape).astype(np.float32)
         with np.errstate(invalid="ignore"):
             bad |= ~(np.isfinite(gain_value) & (gain_value > 0))
-    return Corrections(mask=bad, norm=np.where(bad, 1.0, norm).astype(np.float32), dark=dark,
-                       dark_variance=dark_variance, gain=gain_value, dummy=params.dummy,
-                       delta_dummy=params.delta_dummy, saturation=params.saturation)
+    corrections = Corrections(mask=bad, norm=np.where(bad, 1.0, norm).astype(np.float32), dark=dark,
+                              dark_variance=dark_variance, gain=gain_value, dummy=params.dummy,
+                              delta_dummy=params.delta_dummy, saturation=params.saturation)
+    for array in (corrections.mask, corrections.norm, corrections.dark, corrections.dark_variance, gain_value):
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False  # static for the run: engines may cache what they derive from them
+    return corrections
 
 
 def _is_dummy(values: np.ndarray, dummy: float, delta_dummy: float | None) -> np.ndarray:
