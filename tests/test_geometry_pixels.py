@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from braggsieve.errors import ParameterError
-from braggsieve.geometry import (Detector, Poni, chi, d_spacing, get_detector, polarization, q_nm, r_mm,
-                                 radial_delta, radial_map, solid_angle, two_theta)
+from braggsieve.geometry import (Detector, Poni, chi, d_spacing, get_detector, lab_coordinates, polarization,
+                                 q_nm, r_mm, radial_delta, radial_map, solid_angle, two_theta)
 
 pyFAI = pytest.importorskip("pyFAI")
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator  # noqa: E402
@@ -40,8 +40,12 @@ def _assert_relative(ours, theirs, what, rtol=1e-6):
     np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=0, err_msg=what)
 
 
-@pytest.mark.parametrize("orientation", [3, 1, 2, 4])
-@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"rot{g['rot1']:.2f},{g['rot2']:.2f},{g['rot3']:.2f}")
+CASES = [(g, 3) for g in GEOMETRIES] + [(GEOMETRIES[1], orientation) for orientation in (1, 2, 4)]
+
+
+@pytest.mark.parametrize("geometry, orientation", CASES,
+                         ids=lambda c: f"{c['rot1']:.2f},{c['rot2']:.2f},{c['rot3']:.2f}" if isinstance(c, dict)
+                         else f"orientation{c}")
 def test_maps_match_pyfai(geometry, orientation):
     shape, pixel = (150, 320), (2e-4, 1.8e-4)
     poni = Poni(**geometry, detector=Detector.generic(shape, pixel, orientation=orientation))
@@ -74,7 +78,7 @@ def test_radial_delta_matches_pyfai(unit):
     assert np.all(ours > 0)
 
 
-@pytest.mark.parametrize("name", ["pilatus1m", "eiger4m"])
+@pytest.mark.parametrize("name", ["pilatus1m"])
 def test_registry_detector_maps_match_pyfai_class(name):
     """Full-size registry detector against pyFAI's own detector class, beam on the detector, tilted."""
     geometry = dict(dist=0.15, poni1=0.08, poni2=0.075, rot1=0.02, rot2=-0.015, rot3=0.1, wavelength=0.9e-10)
@@ -93,7 +97,7 @@ def _pyfai_detector_from_panels(detector):
     return pyfai_detector
 
 
-@pytest.mark.parametrize("name", ["agipd1m", "cspad"])
+@pytest.mark.parametrize("name", ["agipd1m"])
 def test_multipanel_maps_match_pyfai_with_pixel_corners(name):
     """pyFAI given our pixel corners computes the same angles; pyFAI stores corners in float32, so positions
     carry ~2e-8 m of rounding: tolerances follow from that."""
@@ -132,3 +136,11 @@ def test_errors():
         polarization(poni, 1.5)
     with pytest.raises(ParameterError, match="shape is unknown"):
         two_theta(Poni(0.1, 0.0, 0.0, 0.0, 0.0, 0.0, None, Detector.generic(None, (1e-4, 1e-4))))
+
+
+def test_lab_coordinates_agree_with_the_maps():
+    detector = get_detector("agipd1m")
+    poni = Poni(**GEOMETRIES[2], detector=detector)
+    x1, x2, x3 = lab_coordinates(poni)
+    np.testing.assert_allclose(two_theta(poni), np.arctan2(np.hypot(x1, x2), x3), rtol=1e-13)
+    np.testing.assert_allclose(chi(poni), np.arctan2(x1, x2), rtol=1e-12, atol=1e-15)

@@ -88,9 +88,10 @@ class Detector:
 
     @property
     def npixels(self) -> int:
-        return int(np.prod(self._require_shape()))
+        return int(np.prod(self.known_shape()))
 
-    def _require_shape(self) -> tuple[int, int]:
+    def known_shape(self) -> tuple[int, int]:
+        """:attr:`shape`, or ParameterError when it is unknown (a generic detector from a PONI v1 file)."""
         if self.shape is None:
             raise ParameterError(f"detector {self.name}: the frame shape is unknown (use Detector.for_shape)")
         return self.shape
@@ -109,7 +110,7 @@ class Detector:
     def gap_mask(self) -> np.ndarray:
         """bool (ny, nx), True on pixels that carry no signal: the gaps between modules of one-image detectors,
         raw pixels outside every panel, and the edge pixels of each ASIC where :attr:`asic_shape` is set."""
-        ny, nx = self._require_shape()
+        ny, nx = self.known_shape()
         mask = np.zeros((ny, nx), dtype=bool)
         if self.module_shape is not None:
             rows = np.arange(ny) % (self.module_shape[0] + self.module_gap[0]) >= self.module_shape[0]
@@ -127,26 +128,29 @@ class Detector:
             mask |= rows[:, None] | cols[None, :]
         return mask
 
+    def as_panels(self) -> tuple[Panel, ...]:
+        """The panels of this detector: its own for a stacked-panel detector, else one panel covering the raw
+        array, with pyFAI's orientation flips (orientation 1 and 2 run the rows backwards, 1 and 4 the
+        columns)."""
+        if self.panels:
+            return self.panels
+        ny, nx = self.known_shape()
+        s1, s2 = self.pixel_size
+        flip_rows, flip_cols = self.orientation in (1, 2), self.orientation in (1, 4)
+        corner = (ny * s1 if flip_rows else 0.0, nx * s2 if flip_cols else 0.0)
+        return (Panel("all", (0, ny), (0, nx), corner, (-s1 if flip_rows else s1, 0.0),
+                      (0.0, -s2 if flip_cols else s2)),)
+
     def pixel_positions(self, offset: tuple[float, float] = (0.5, 0.5)) -> tuple[np.ndarray, np.ndarray]:
         """(p1, p2) float64 (ny, nx) in metres: the point ``offset`` (row, column fractions of a pixel; (0.5,
         0.5) = centre, (0, 0) = the corner nearest raw index (0, 0)) of every pixel, in the detector plane.
         Raw pixels outside every panel of a stacked-panel detector get NaN."""
-        ny, nx = self._require_shape()
-        if self.panels:
-            p1 = np.full((ny, nx), np.nan)
-            p2 = np.full((ny, nx), np.nan)
-            for panel in self.panels:
-                window = (slice(panel.ss[0], panel.ss[1]), slice(panel.fs[0], panel.fs[1]))
-                p1[window], p2[window] = panel.positions(offset)
-            return p1, p2
-        rows = np.arange(ny, dtype=np.float64) + offset[0]
-        cols = np.arange(nx, dtype=np.float64) + offset[1]
-        if self.orientation in (1, 2):  # pyFAI: the slow axis runs backwards
-            rows = ny - rows
-        if self.orientation in (1, 4):  # pyFAI: the fast axis runs backwards
-            cols = nx - cols
-        p1 = np.broadcast_to((rows * self.pixel_size[0])[:, None], (ny, nx))
-        p2 = np.broadcast_to((cols * self.pixel_size[1])[None, :], (ny, nx))
+        ny, nx = self.known_shape()
+        p1 = np.full((ny, nx), np.nan)
+        p2 = np.full((ny, nx), np.nan)
+        for panel in self.as_panels():
+            window = (slice(panel.ss[0], panel.ss[1]), slice(panel.fs[0], panel.fs[1]))
+            p1[window], p2[window] = panel.positions(offset)
         return p1, p2
 
     def as_dict(self) -> dict:
