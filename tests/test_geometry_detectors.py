@@ -58,7 +58,8 @@ def test_panels_tile_the_raw_array_without_overlap_in_space(name):
     p1, p2 = detector.pixel_positions()
     # neighbouring raw pixels of a panel are one pixel apart in space
     for panel in detector.panels[:: max(1, len(detector.panels) // 7)]:
-        a1, a2 = p1[panel.ss[0]:panel.ss[1], panel.fs[0]:panel.fs[1]], p2[panel.ss[0]:panel.ss[1], panel.fs[0]:panel.fs[1]]
+        window = (slice(*panel.ss), slice(*panel.fs))
+        a1, a2 = p1[window], p2[window]
         np.testing.assert_allclose(np.hypot(np.diff(a1, axis=1), np.diff(a2, axis=1)), detector.pixel_size[1])
         np.testing.assert_allclose(np.hypot(np.diff(a1, axis=0), np.diff(a2, axis=0)), detector.pixel_size[0])
     # no two pixels of different panels overlap: pixel centres snapped to a half-pixel grid are all distinct

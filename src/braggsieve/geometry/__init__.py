@@ -10,5 +10,5 @@ from .pixels import (RADIAL_UNITS, chi, d_spacing, lab_coordinates, polarization
 from .poni import Poni, poni_text, read_poni, write_poni
 
 __all__ = ["DETECTORS", "Detector", "Panel", "Poni", "RADIAL_UNITS", "chi", "d_spacing", "get_detector",
-           "lab_coordinates", "match_detector", "polarization", "poni_text", "q_nm", "r_mm", "radial_delta", "radial_map",
-           "read_poni", "rotation_matrix", "solid_angle", "two_theta", "write_poni"]
+           "lab_coordinates", "match_detector", "polarization", "poni_text", "q_nm", "r_mm", "radial_delta",
+           "radial_map", "read_poni", "rotation_matrix", "solid_angle", "two_theta", "write_poni"]
