@@ -137,7 +137,7 @@ def cspad_panels(raw_layout: str = "psana") -> tuple[Panel, ...]:
     real CBF's four (8, 185, 388) arrays); "cheetah": ``(8 * 185, 4 * 388)``, quadrant q in columns
     ``388 q ..``, sensor s in rows ``185 s ..`` (Cheetah's and CrystFEL's CSPAD layout).
     Positions: in quadrant 0 (top left) the sensor pairs (0,1), (2,3), (4,5), (6,7) fill 2x2 cells of 400 px
-    (row-major), pairs 0 and 3 lying (columns along +p2), pairs 1 and 2 standing (columns along -p1); the two
+    (row-major), pairs 0 and 3 lying (columns along +p2), pairs 1 and 2 standing (columns along +p1); the two
     ASICs of a sensor are 3 px apart, the two sensors of a pair 2 px; quadrant q is quadrant 0 turned by q
     quarter turns about the detector centre, with 20 px between quadrants.
     """
