@@ -164,3 +164,19 @@ def test_real_pilatus_6m_still_sets_itself_up_from_its_header():
     assert markers.sum() == 526101 + 625  # -1 gaps and -2 bad pixels of the real frame (data README)
     assert setup.corrections.mask[markers].all()
     assert setup.binning.radial_range[1] > 0 and setup.correction.saturation == 115897
+
+
+def test_inputs_and_frames_from_the_config_table(tmp_path):
+    frames = _frames_file(tmp_path, n=6)
+    config = tmp_path / "c.toml"
+    config.write_text('[demo]\ninputs = ["frames.h5"]\nframes = "1:6:2"\ndevice = "auto"\n')
+    args = _parse(["--config", config])
+    source = common.open_source(args)
+    assert source.sources == [frames] and source.nframes == 3
+    batch, ids = next(source.iter_batches(8))
+    with h5py.File(frames) as handle:
+        np.testing.assert_array_equal(batch, handle["/entry/data/data"][1:6:2])
+    assert list(ids.index) == [1, 3, 5]
+    config.write_text('[demo]\nframes = "x"\n')
+    with pytest.raises(ParameterError, match="frame range"):
+        common.open_source(_parse([frames, "--config", config]))

@@ -256,3 +256,23 @@ def test_prefetch_threads_and_early_stop_give_the_same_frames(tmp_path):
     batches.close()  # stopping early joins the prefetch thread and closes the files
     np.testing.assert_array_equal(first, data[:2])
     assert parallel._pool is None
+
+
+def test_virtual_dataset_reads_through_and_a_missing_source_is_an_error(tmp_path):
+    parts = [_frames(2), _frames(3)]
+    for i, part in enumerate(parts):
+        _h5(tmp_path / f"part{i}.h5", part)
+    layout = h5py.VirtualLayout(shape=(5, 12, 9), dtype=np.uint32)
+    layout[0:2] = h5py.VirtualSource("part0.h5", "/entry/data/data", shape=(2, 12, 9))
+    layout[2:5] = h5py.VirtualSource("part1.h5", "/entry/data/data", shape=(3, 12, 9))
+    with h5py.File(tmp_path / "vds.h5", "w") as handle:
+        handle.create_virtual_dataset("/entry/data/data", layout, fillvalue=0)
+    cwd = os.getcwd()
+    os.chdir(tmp_path.parent)  # source names are relative to the virtual file, not the working directory
+    try:
+        np.testing.assert_array_equal(_read_all(open_frames(str(tmp_path / "vds.h5")), 2)[0], np.concatenate(parts))
+        os.remove(tmp_path / "part1.h5")
+        with pytest.raises(InputError, match=r"vds\.h5.*part1\.h5"):
+            open_frames(str(tmp_path / "vds.h5"))
+    finally:
+        os.chdir(cwd)

@@ -156,6 +156,7 @@ class _Hdf5Input(_Input):
         counts, shapes, dtypes = [], set(), set()
         for part in self.parts:
             dataset = self._dataset(part)
+            self._check_virtual_sources(dataset, part)
             count, shape = _frame_geometry(self._part_file(part), part, dataset.shape)
             counts.append(count)
             shapes.add(shape)
@@ -205,6 +206,16 @@ class _Hdf5Input(_Input):
             log.warning("%s: the master file announces %d frames, its data files hold %d", self.path, announced,
                         stored)
         return min(announced, stored)
+
+    def _check_virtual_sources(self, dataset: h5py.Dataset, part: str) -> None:
+        """A virtual dataset whose source file is missing reads as fill values without any error: refuse it."""
+        if not dataset.is_virtual:
+            return
+        folder = os.path.dirname(os.path.abspath(self.path))
+        for source in dataset.virtual_sources():
+            name = source.file_name
+            if name != "." and not os.path.exists(os.path.join(folder, name)) and not os.path.exists(name):
+                raise InputError(f"virtual dataset {part} maps frames from {name}, which does not exist", self.path)
 
     def _part_file(self, part: str) -> str:
         """The file that holds ``part``: the target of an external link, else this file."""
