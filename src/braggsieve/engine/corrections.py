@@ -136,9 +136,7 @@ def prepare_corrections(shape: tuple[int, int], params: CorrectionParams, *, mas
     corrections = Corrections(mask=bad, norm=np.where(bad, 1.0, norm).astype(np.float32), dark=dark,
                               dark_variance=dark_variance, gain=gain_value, dummy=params.dummy,
                               delta_dummy=params.delta_dummy, saturation=params.saturation)
-    for array in (corrections.mask, corrections.norm, corrections.dark, corrections.dark_variance, gain_value):
-        if isinstance(array, np.ndarray):
-            array.flags.writeable = False  # static for the run: engines may cache what they derive from them
+    corrections.norm.flags.writeable = False  # static for the run: the engine caches it in CSR order
     return corrections
 
 
