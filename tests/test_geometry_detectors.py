@@ -100,6 +100,10 @@ def test_asic_edges_are_masked_for_stacked_detectors():
     mask = get_detector("agipd1m").gap_mask().reshape(16, 512, 128)
     assert mask[:, 63, :].all() and mask[:, 64, :].all() and mask[:, :, 0].all()
     assert not mask[:, 1:63, 1:63].any()
+    jungfrau = get_detector("jungfrau4m_raw").gap_mask().reshape(8, 512, 1024)
+    rows, cols = np.nonzero(jungfrau.all(axis=2))[1], np.nonzero(jungfrau.all(axis=1))[1]
+    assert set(rows) == {255, 256} and set(cols) == {255, 256, 511, 512, 767, 768}  # double-size pixels only
+    assert jungfrau.sum() == 8 * (2 * 1024 + 6 * 512 - 12)
     cspad = get_detector("cspad").gap_mask()
     assert cspad[:, 193].all() and cspad[:, 194].all() and not cspad[1:184, 1:193].any()
 

@@ -38,10 +38,13 @@ class Detector:
     dtype: numpy dtype name of the raw frames.
     markers: raw values the detector writes into gap or bad pixels (Eiger 0xFFFFFFFF, Pilatus -1 and -2).
     counting: True for photon-counting detectors (Eiger, Pilatus), False for integrating ones (ADU + gain).
-    module_shape, module_gap: (rows, cols) of one module and of the gap between modules, in pixels, for
-        one-image detectors (pyFAI's MODULE_SIZE/MODULE_GAP); None when there is no module grid.
+    module_shape, module_gap: (rows, cols) of one module and of the gap between modules, in pixels, of the
+        raw array (pyFAI's MODULE_SIZE/MODULE_GAP for one-image detectors; stacked modules have no gap);
+        None when there is no module grid.
     panels: the flat panels of a stacked-panel detector; empty for one-image detectors.
     asic_shape: (rows, cols) of one ASIC in the raw array, if its edge pixels are to be masked.
+    asic_edges: which ASIC edge pixels :meth:`gap_mask` masks: "all", or "inner" (only the edges an ASIC
+        shares with a neighbour inside its module: JUNGFRAU's double-size pixels).
     orientation: pyFAI's detector orientation (3 = first pixel at index (0, 0) is the origin, no flip).
     pyfai_name: the pyFAI detector class with the same layout (written into PONI files), or None.
     """
@@ -56,6 +59,7 @@ class Detector:
     module_gap: tuple[int, int] = (0, 0)
     panels: tuple[Panel, ...] = dataclasses.field(default=(), repr=False)
     asic_shape: tuple[int, int] | None = None
+    asic_edges: str = "all"
     orientation: int = 3
     pyfai_name: str | None = None
     description: str = ""
@@ -69,6 +73,8 @@ class Detector:
         if self.orientation not in ORIENTATIONS:
             raise ParameterError(f"detector {self.name}: orientation must be one of 1, 2, 3, 4, "
                                  f"got {self.orientation}")
+        if self.asic_edges not in ("all", "inner"):
+            raise ParameterError(f"detector {self.name}: asic_edges must be 'all' or 'inner', got {self.asic_edges!r}")
         if self.panels and self.orientation != 3:
             raise ParameterError(f"detector {self.name}: orientation {self.orientation} is not supported for "
                                  f"stacked-panel detectors")
@@ -122,10 +128,14 @@ class Detector:
                 covered[panel.ss[0]:panel.ss[1], panel.fs[0]:panel.fs[1]] = True
             mask |= ~covered
         if self.asic_shape is not None:
-            a_rows, a_cols = self.asic_shape
-            rows = np.isin(np.arange(ny) % a_rows, (0, a_rows - 1))
-            cols = np.isin(np.arange(nx) % a_cols, (0, a_cols - 1))
-            mask |= rows[:, None] | cols[None, :]
+            edges = [np.isin(np.arange(n) % a, (0, a - 1)) for n, a in zip((ny, nx), self.asic_shape)]
+            if self.asic_edges == "inner":  # keep ASIC edges that are not module edges
+                module = self.module_shape or (ny, nx)
+                pitch = [m + g for m, g in zip(module, self.module_gap)]
+                for axis, n in enumerate((ny, nx)):
+                    position = np.arange(n) % pitch[axis]
+                    edges[axis] &= (position != 0) & (position != module[axis] - 1)
+            mask |= edges[0][:, None] | edges[1][None, :]
         return mask
 
     def as_panels(self) -> tuple[Panel, ...]:
@@ -187,19 +197,21 @@ DETECTORS: dict[str, Detector] = {d.name: d for d in (
                              "pixels, shown as 514x1030 after splitting the double pixels at chip edges, gaps "
                              "of 36 and 8 pixels; 75 um"),
     Detector(name="jungfrau4m_raw", shape=(8 * 512, 1024), pixel_size=(75e-6, 75e-6), dtype="uint16",
-             counting=False, panels=jungfrau4m_raw_panels(), asic_shape=(256, 256),
+             counting=False, module_shape=(512, 1024), panels=jungfrau4m_raw_panels(), asic_shape=(256, 256),
+             asic_edges="inner",
              description="PSI JUNGFRAU 4M as the receiver stores it: 8 modules of 512x1024 stacked; positions "
-                         "as in jungfrau4m; chip-edge (double-size) pixels masked; raw ADU with 2 gain bits"),
+                         "as in jungfrau4m; the double-size pixels at inner chip edges masked; raw ADU with 2 "
+                         "gain bits"),
     Detector(name="agipd1m", shape=(16 * 512, 128), pixel_size=(200e-6, 200e-6), dtype="uint16",
-             counting=False, panels=agipd1m_panels(), asic_shape=(64, 64),
+             counting=False, module_shape=(512, 128), panels=agipd1m_panels(), asic_shape=(64, 64),
              description="EuXFEL AGIPD 1M: 16 modules of 512x128 stacked, 200 um, 64x64 ASICs with edge "
                          "pixels masked; approximate default layout (see geometry.panels)"),
     Detector(name="cspad", shape=(32 * 185, 388), pixel_size=(110e-6, 110e-6), dtype="int32",
-             counting=False, panels=cspad_panels("psana"), asic_shape=(185, 194),
+             counting=False, module_shape=(185, 388), panels=cspad_panels("psana"), asic_shape=(185, 194),
              description="LCLS CSPAD: 32 sensors of 185x388 stacked quadrant by quadrant (as the CBF stores "
                          "them), 110 um, ASIC edge pixels masked; approximate default layout"),
     Detector(name="cspad_cheetah", shape=(8 * 185, 4 * 388), pixel_size=(110e-6, 110e-6), dtype="int32",
-             counting=False, panels=cspad_panels("cheetah"), asic_shape=(185, 194),
+             counting=False, module_shape=(185, 388), panels=cspad_panels("cheetah"), asic_shape=(185, 194),
              description="LCLS CSPAD in Cheetah's/CrystFEL's raw layout (1480x1552): quadrants side by side; "
                          "same positions as cspad"),
 )}
