@@ -223,3 +223,22 @@ def test_real_ceo2_pilatus_frame_matches_pyfai():
         if error_model == "poisson":
             ref = ai.sigma_clip_ng(frame, 1000, thres=0.0, max_iter=5, **kwargs)
             _assert_close(ref, sigma_clip(pre, binning, error_model, ClipParams()))
+
+
+def test_explicit_variance_dark_and_flat_match_pyfai(tilted):
+    """Error model 'variance' (an explicit variance array) with a dark and a flat field."""
+    ai, frame, mask = tilted
+    rng = np.random.default_rng(9)
+    dark = rng.uniform(0, 3, frame.shape).astype(np.float32)
+    flat = rng.uniform(0.8, 1.2, frame.shape).astype(np.float32)
+    variance = (np.maximum(frame, 1) * rng.uniform(0.5, 2.0, frame.shape)).astype(np.float32)
+    params = IntegrationParams(bins=NBINS, error_model="variance")
+    binning = build_binning(ai.array_from_unit(frame.shape, "center", "q_nm^-1", scale=True), params, mask=mask)
+    corrections = prepare_corrections(frame.shape, CorrectionParams(solid_angle=True), mask=mask, dark=dark,
+                                      flat=flat, solid_angle=ai.solidAngleArray(frame.shape))
+    pre = preprocess(frame, corrections, "variance", variance=variance)
+    kwargs = dict(unit="q_nm^-1", method=("no", "csr", "cython"), mask=mask, dark=dark, flat=flat,
+                  variance=variance, correctSolidAngle=True)
+    _assert_close(ai.integrate1d_ng(frame, NBINS, **kwargs), integrate(pre, binning, "variance"))
+    _assert_close(ai.sigma_clip_ng(frame, NBINS, thres=0.0, max_iter=5, **kwargs),
+                  sigma_clip(pre, binning, "variance", ClipParams()))
