@@ -27,18 +27,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..engine.params import ClipParams, CorrectionParams, IntegrationParams
-from ..errors import InputError, ParameterError
+from ..errors import ParameterError
 from ..params import add_options, from_sources, load_config
-
-log = logging.getLogger(__name__)
+from ..pipeline.setup import RunSetup, build_setup  # noqa: F401  (RunSetup: re-exported)
 
 DEVICES = ("cpu", "cuda", "auto")
 # Options of this module that a config table may also give (the parameter dataclasses' fields come on top).
@@ -187,126 +182,12 @@ def open_source(args: argparse.Namespace):
 
 
 # -- geometry and corrections --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunSetup:
-    """Everything fixed for a run, built by :func:`load_geometry_and_corrections`.
-
-    Attributes:
-        poni: the geometry (braggsieve.geometry.Poni), from --poni or derived from the input's metadata.
-        geometry_source: where the geometry came from ("PONI file X" or "metadata of X").
-        binning: the radial binning (engine.csr.RadialBinning) of the frames' shape.
-        corrections: static per-pixel corrections (engine.corrections.Corrections); its mask holds --mask, the
-            input's own pixel mask, the detector gaps, and pixels with unusable corrections.
-        params: {parameter class: instance} of the command, from the command line and config file.
-        device: "cpu", "cuda" or "auto".
-    """
-
-    poni: Any
-    geometry_source: str
-    binning: Any
-    corrections: Any
-    params: dict[type, Any]
-    device: str
-
-    def param(self, cls: type):
-        """The instance of parameter class ``cls`` (one of the command's)."""
-        return self.params[cls]
-
-    @property
-    def integration(self) -> IntegrationParams:
-        return self.params[IntegrationParams]
-
-    @property
-    def correction(self) -> CorrectionParams:
-        return self.params[CorrectionParams]
-
-    @property
-    def clip(self) -> ClipParams | None:
-        return self.params.get(ClipParams)
-
-    def geometry_dict(self) -> dict[str, Any]:
-        """The geometry as a JSON-ready dict (PONI parameters in SI units, the detector, where it came from)."""
-        return {"source": self.geometry_source, **self.poni.as_dict()}
-
-    def provenance(self, source, argv=None):
-        """A started braggsieve.io.provenance.Provenance of this run over ``source`` (a FrameSource)."""
-        from ..io.provenance import Provenance
-
-        return Provenance.start({cls.__name__: value for cls, value in self.params.items()},
-                                geometry=self.geometry_dict(), inputs=source.sources, argv=argv)
-
-
-def _geometry(args, table, source):
-    """(Poni, description) from --poni, else from the first input's metadata."""
-    from ..geometry import Poni, match_detector, read_poni
-
-    path = _option(args, table, "poni")
-    if path is not None:
-        try:
-            return read_poni(path).for_shape(source.shape), f"PONI file {path}"
-        except ParameterError as exc:  # the frames do not have the PONI detector's shape
-            raise InputError(f"{exc} (frames of {source.sources[0]})", path) from None
-    metadata = source.metadata
-    if not metadata.has_geometry:
-        raise ParameterError(f"no --poni given and {source.sources[0]} does not state the geometry "
-                             f"(found: {metadata.describe()}); give a PONI file")
-    detector = match_detector(source.shape, metadata.pixel_size_m, metadata.detector_name)
-    poni = Poni.from_beam_center(detector, metadata.distance_m, beam_center_px=metadata.beam_center_px,
-                                 wavelength_m=metadata.wavelength_m)
-    log.warning("geometry from the metadata of %s (%s detector): %s", source.sources[0], detector.name,
-                metadata.describe())
-    return poni, f"metadata of {source.sources[0]}"
-
-
-def _image(args, table, key: str, shape, what: str):
-    from ..io.images import load_image
-
-    path = _option(args, table, key)
-    return None if path is None else load_image(path, shape=shape, what=what)
-
-
 def load_geometry_and_corrections(args: argparse.Namespace, source) -> RunSetup:
-    """Build the geometry, the radial binning and the static corrections of a run over ``source``.
+    """Build the geometry, the radial binning and the static corrections of a run over ``source`` from the
+    command line over the config table (see :func:`braggsieve.pipeline.setup.build_setup`).
 
     Raises InputError for unreadable files or shapes that differ from the frames', ParameterError for
     inconsistent parameters (e.g. a q unit without a wavelength)."""
-    from ..engine.corrections import prepare_corrections
-    from ..engine.csr import build_binning
-    from ..geometry import pixels
-    from ..io.masks import load_mask
-
     table = config_table(args)
-    params = load_parameters(args)
-    integration, correction = params[IntegrationParams], params[CorrectionParams]
-    poni, geometry_source = _geometry(args, table, source)
-    if integration.unit != "r_mm" and integration.unit.startswith("q") and poni.wavelength is None:
-        raise ParameterError(f"unit {integration.unit} needs a wavelength, and the geometry ({geometry_source}) "
-                             f"has none: give a PONI with a wavelength or use --unit 2th_deg or r_mm")
-    shape = source.shape
-
-    mask = np.asarray(poni.detector.gap_mask(), dtype=bool).copy()
-    mask_path = _option(args, table, "mask")
-    if mask_path is not None:
-        mask |= load_mask(mask_path, shape=shape, cell=_option(args, table, "mask_cell"))
-    if source.metadata.pixel_mask is not None and source.metadata.pixel_mask.shape == shape:
-        mask |= source.metadata.pixel_mask
-    if correction.saturation is None and source.metadata.saturation is not None:
-        correction = dataclasses.replace(correction, saturation=source.metadata.saturation)
-        params[CorrectionParams] = correction
-
-    corrections = prepare_corrections(
-        shape, correction, mask=mask,
-        dark=_image(args, table, "dark", shape, "dark"),
-        flat=_image(args, table, "flat", shape, "flat field"),
-        dark_variance=_image(args, table, "dark_variance", shape, "dark variance"),
-        absorption=_image(args, table, "absorption", shape, "absorption"),
-        gain=_image(args, table, "gain_map", shape, "gain map"),
-        solid_angle=pixels.solid_angle(poni) if correction.solid_angle else None,
-        polarization=pixels.polarization(poni, correction.polarization)
-        if correction.polarization is not None else None,
-    )
-    radial = pixels.radial_map(poni, integration.unit)
-    delta = pixels.radial_delta(poni, integration.unit) if integration.split == "bbox" else None
-    binning = build_binning(radial, integration, mask=corrections.mask, radial_delta=delta)
-    return RunSetup(poni=poni, geometry_source=geometry_source, binning=binning, corrections=corrections,
-                    params=params, device=_option(args, table, "device"))
+    files = {key: _option(args, table, key) for key in (*_PATH_KEYS, "mask_cell", "device")}
+    return build_setup(source, load_parameters(args), **files)
