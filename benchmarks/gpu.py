@@ -109,8 +109,7 @@ def braggsieve_figures(name: str, args) -> dict:
 
     poni, detector, binning, corrections, distinct, _ = scene(name, 4)
     engine = CudaEngine(binning, corrections, INTEGRATION, CLIP, PICK, PEAKS, streams=args.streams)
-    out = {"detector": name, "shape": list(binning.shape), "clip_items": engine.clip_items,
-           "largest_bin": int(engine.static.counts.max())}
+    out = {"detector": name, "shape": list(binning.shape), "largest_bin": int(engine.static.counts.max())}
     if args.check:
         out["check"] = check_against_cpu(engine, binning, corrections, distinct[:1])
         print(name, "GPU vs CPU:", out["check"], flush=True)

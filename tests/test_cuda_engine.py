@@ -122,14 +122,14 @@ def _reference_clip(frames, binning, corrections, error_model, cycles=5, cutoff=
 
 
 @pytest.mark.parametrize("error_model", ["poisson", "azimuthal", "hybrid"])
-@pytest.mark.parametrize("split,items,spill", [("no", None, None), ("no", 1, 256), ("bbox", None, None)])
-def test_sigma_clip_matches_float64_reference(error_model, split, items, spill):
-    """Registers only (items auto); registers + shared memory + pixels gathered again at every pass (1 pixel per
-    thread and 256 in shared memory: bins > 768 pixels); pixel splitting."""
+@pytest.mark.parametrize("split,shared", [("no", None), ("no", 300), ("bbox", None)])
+def test_sigma_clip_matches_float64_reference(error_model, split, shared):
+    """Bins held in shared memory; bins larger than the shared memory (300 pixels here), the rest gathered again
+    at every pass; pixel splitting."""
     frames, binning, corrections, params = _scene(np.uint32, split=split, error_model=error_model)
-    engine = _engine(binning, corrections, params, clip_items=items, clip_spill=spill)
-    if items:
-        assert engine.static.counts.max() > 768
+    engine = _engine(binning, corrections, params, clip_shared=shared)
+    if shared:
+        assert engine.static.counts.max() > 3 * shared
     profile = engine.sigma_clip(frames)
     count, mean, std = _reference_clip(frames, binning, corrections, error_model)
     assert profile.mean.shape == (NFRAMES, NBINS)

@@ -17,7 +17,6 @@ then copies the variable-size results (exact sizes) back.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -39,9 +38,11 @@ from ..pick import PickParams
 from ..records import PEAK_FIELDS, PeakList, RadialProfile, SparseFrames
 from . import kernels
 
-CLIP_BLOCK = 512      # threads per (frame, bin) block of the clipping kernel
-MAX_ITEMS = 32        # most pixels per thread held in registers (16 with a dark variance)
-MAX_SHARED = 200 * 1024  # dynamic shared memory of the clipping kernel for bins beyond the registers
+CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
+MAX_SHARED = 200 * 1024  # most dynamic shared memory for the pixels of one bin
+MIN_CLASS = 1024         # smallest shared-memory class of bins, in pixels (classes are powers of 2)
+MAX_HIST = 64            # most clipping cycles
+TILE_H = 16              # rows of a classify tile (32 columns: one bit-mask word per warp)
 EMIT_BLOCK = 256
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
 _CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
@@ -51,14 +52,15 @@ _NULL = np.uint64(0)
 
 
 @lru_cache(maxsize=None)
-def _module(ctype: str, items: int, coef: bool, dvar: bool, half: int) -> dict:
-    """The compiled kernels for one raw dtype, register depth, splitting, dark variance and peak half-patch."""
+def _module(ctype: str, coef: bool, dvar: bool, half: int) -> dict:
+    """The compiled kernels for one raw dtype, pixel splitting, dark variance and peak half-patch."""
     flag = {True: "true", False: "false"}
-    names = {"clip": f"sigma_clip<{ctype}, {items}, {flag[coef]}, {flag[dvar]}>",
+    names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}>",
              "classify": f"classify<{ctype}, {half}>", "picks": f"emit_picks<{ctype}>",
              "peaks": f"emit_peaks<{ctype}, {half}>", "tables": "background_tables", "offsets": "frame_offsets"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
-                                                        f"-DCLIP_BLOCK={CLIP_BLOCK}"),
+                                                        f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
+                                                        f"-DTILE_H={TILE_H}"),
                           name_expressions=list(names.values()))
     functions = {key: module.get_function(name) for key, name in names.items()}
     functions["clip"].max_dynamic_shared_size_bytes = MAX_SHARED
@@ -94,7 +96,6 @@ class _Static:
         gain_map = np.asarray(gain, np.float32) if isinstance(gain, np.ndarray) else None
         self.mask = cp.asarray(mask.ravel().astype(np.uint8))
         self.norm = _device_f32(corrections.norm)
-        self.radius = _device_f32(binning.pixel_radius)
         self.dark = _device_f32(corrections.dark)
         self.dvar = _device_f32(corrections.dark_variance)
         self.gmap = _device_f32(gain_map)
@@ -120,12 +121,20 @@ class _Static:
         self.cdark = in_csr(corrections.dark)
         self.cdvar = in_csr(corrections.dark_variance)
         self.cgain = in_csr(gain_map)
+        # fractional bin position of each pixel, NaN where the pixel is masked or outside the radial range,
+        # computed as peaks.find_peaks ((r - r0) / step, r <= hi) and pick.pick_pixels ((r - r0) * (1 / step),
+        # r < hi) do
         radial = np.asarray(binning.radial, np.float64)
-        step_peaks = float(radial[1] - radial[0]) if len(radial) > 1 else 0.0   # as peaks.find_peaks
-        step_pick = radial[1] - radial[0] if len(radial) > 1 else 1.0           # as pick.pick_pixels
+        r = np.asarray(binning.pixel_radius, np.float32).ravel().astype(np.float64)
         lo, hi = (float(v) for v in binning.radial_range)
+        step_peaks = float(radial[1] - radial[0]) if len(radial) > 1 else 0.0
+        step_pick = radial[1] - radial[0] if len(radial) > 1 else 1.0
+        with np.errstate(invalid="ignore"):
+            peak_pos = (r - radial[0]) / step_peaks if step_peaks > 0 else np.zeros_like(r)
+            pick_pos = (r - radial[0]) * (1.0 / step_pick)
+            self.fpos_peak = cp.asarray(np.where((r >= lo) & (r <= hi), peak_pos, np.nan))
+            self.fpos_pick = cp.asarray(np.where((r >= lo) & (r < hi), pick_pos, np.nan))
         self.radial = cp.asarray(radial)
-        self.geo = cp.asarray(np.array([radial[0], step_peaks, 1.0 / step_pick, lo, hi], np.float64))
         self.shape = (ny, nx)
         self.nwords = (nx + 31) // 32
 
@@ -241,13 +250,13 @@ class _Slot:
         with self.stream:
             # kernels lay out (field, frame, bin) tables of this batch's n frames at the start of each buffer
             self._mark("h2d")
-            for bins, spill in e._bin_groups:
+            for bins, cap in e._bin_classes:
                 fns["clip"]((len(bins) * n,), (CLIP_BLOCK,),
                             (d_frames, np.int32(n), np.int64(ny * nx), np.int32(nbins), bins, s.indptr, s.indices,
                              _ptr(s.coef), s.cnorm, _ptr(s.cdark), _ptr(s.cdvar), _ptr(s.cgain), par,
                              np.int32(cycles), np.float64(e.clip.cutoff_clip), np.int32(e._scatter(cycles)),
-                             np.int32(spill), self.sums),
-                            shared_mem=16 * max(cycles, 1) + spill * 4 * (1 + (s.cdvar is not None)))
+                             np.int32(cap), self.sums),
+                            shared_mem=cap * e._item_bytes)
             self._mark("clip")
             if sparse or peaks:
                 self._classify(fns, d_frames, par, n)
@@ -269,10 +278,10 @@ class _Slot:
                                      self.prof, self.filled))
         self._mark("tables")
         pk = e.peak_params
-        fns["classify"]((n * s.nwords * ((ny + 7) // 8),), (256,),
+        fns["classify"]((n * s.nwords * ((ny + TILE_H - 1) // TILE_H),), (32 * TILE_H,),
                         (d_frames, np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm,
-                         s.radius, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof, self.filled,
-                         np.int32(nbins), s.geo, np.float64(e.pick_params.noise),
+                         s.fpos_peak, s.fpos_pick, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof,
+                         self.filled, np.int32(nbins), np.float64(e.pick_params.noise),
                          np.float64(e.pick_params.cutoff_pick), np.float64(pk.noise), np.float64(pk.cutoff_peak),
                          np.int32(pk.connected), np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"),
                          np.int32(self.sparse), np.int32(self.peaks), self.words[0], self.counts[0],
@@ -306,9 +315,9 @@ class _Slot:
             pk = e.peak_params
             fns["peaks"](grid, (EMIT_BLOCK,),
                          (d_frames, np.int64(nwords), np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords),
-                          self.words[1], self.scan[1], s.mask, s.norm, s.radius, _ptr(s.dark), _ptr(s.dvar),
+                          self.words[1], self.scan[1], s.mask, s.norm, s.fpos_peak, _ptr(s.dark), _ptr(s.dvar),
                           _ptr(s.gmap), _ptr(s.dspacing), par, self.prof, self.filled,
-                          np.int32(e.binning.nbins), s.geo, np.float64(pk.noise), np.float64(pk.cutoff_peak),
+                          np.int32(e.binning.nbins), np.float64(pk.noise), np.float64(pk.cutoff_peak),
                           np.float64(pk.min_spread), np.int64(self.peak_cap), self.peak_f, self.peak_npix,
                           self.peak_index))
 
@@ -369,9 +378,9 @@ class CudaEngine:
         streams: batches in flight in :meth:`process_many` (each on its own CUDA stream; >= 2 overlaps
             copies with compute).
         staging_threads: threads copying ordinary (pageable) host arrays into pinned buffers.
-        clip_items, clip_spill: pixels per thread held in registers by the clipping kernel (default: enough
-            for the largest bin, at most 32, 16 with a dark variance) and pixels per bin held in shared memory
-            beyond those (default: what 200 kB hold); pixels beyond both are gathered again at every pass.
+        clip_shared: most pixels of a bin held in shared memory by the clipping kernel (default: what 200 kB
+            hold, 25600 pixels without splitting or dark variance); the others are gathered again at every
+            clipping pass.
 
     ``stage_ms``: set it to ``{}`` to accumulate the GPU time of each stage (ms, CUDA events) over batches.
     """
@@ -381,7 +390,7 @@ class CudaEngine:
     def __init__(self, binning: RadialBinning, corrections: Corrections, integration: IntegrationParams | None = None,
                  clip: ClipParams | None = None, pick: PickParams | None = None, peaks: PeakParams | None = None,
                  d_spacing: np.ndarray | None = None, *, streams: int = 3, staging_threads: int | None = None,
-                 clip_items: int | None = None, clip_spill: int | None = None):
+                 clip_shared: int | None = None):
         self.binning = binning
         self.corrections = corrections
         self.integration = integration or IntegrationParams()
@@ -394,16 +403,17 @@ class CudaEngine:
             raise ParameterError(f"corrections of shape {corrections.shape} do not match the binning "
                                  f"{binning.shape}")
         self.static = _Static(binning, corrections, d_spacing)
-        dvar = self.static.cdvar is not None
-        largest = int(self.static.counts.max()) if binning.nbins else 0
-        need = max(1, math.ceil(largest / CLIP_BLOCK))
-        self.clip_items = clip_items or min(MAX_ITEMS // (1 + dvar), 1 << (need - 1).bit_length())
-        in_registers = self.clip_items * CLIP_BLOCK
-        room = (MAX_SHARED - 16 * max(self.clip.cycles, 1)) // (4 * (1 + dvar))
-        spill = min(max(largest - in_registers, 0), room if clip_spill is None else clip_spill)
-        small = np.flatnonzero(self.static.counts <= in_registers).astype(np.int32)
-        large = np.flatnonzero(self.static.counts > in_registers).astype(np.int32)
-        self._bin_groups = [(cp.asarray(bins), size) for bins, size in ((small, 0), (large, spill)) if len(bins)]
+        if self.clip.cycles > MAX_HIST:
+            raise ParameterError(f"the cuda engine runs at most {MAX_HIST} clipping cycles, got {self.clip.cycles}")
+        # Bins are launched by classes of size (powers of 2 pixels); each class gets the shared memory of its
+        # largest member, so that small bins leave room for several blocks per multiprocessor.
+        self._item_bytes = 4 * (2 + (binning.coef is not None) + (self.static.cdvar is not None))
+        most = MAX_SHARED // self._item_bytes if clip_shared is None else clip_shared
+        counts = self.static.counts
+        sizes = np.maximum(MIN_CLASS, 1 << np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
+        sizes = np.minimum(sizes, most)
+        self._bin_classes = [(cp.asarray(np.flatnonzero(sizes == size).astype(np.int32)), int(size))
+                             for size in np.unique(sizes)]
         self.stage_ms: dict[str, float] | None = None
         self._spread_row = 6 if self.integration.error_model == "azimuthal" else 2
         self._slots = [_Slot(self) for _ in range(max(1, streams))]
@@ -417,8 +427,7 @@ class CudaEngine:
             raise ParameterError(f"the cuda engine reads frames of dtype {', '.join(map(str, _CTYPE))}, "
                                  f"not {dtype}")
         half = self.peak_params.patch_size // 2
-        return _module(_CTYPE[dtype], self.clip_items, self.binning.coef is not None,
-                       self.static.cdvar is not None, half)
+        return _module(_CTYPE[dtype], self.binning.coef is not None, self.static.cdvar is not None, half)
 
     def _par(self, dtype: np.dtype) -> cp.ndarray:
         if dtype not in self._pars:

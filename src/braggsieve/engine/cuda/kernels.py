@@ -31,7 +31,6 @@ SOURCE = r"""
 #define NAN_F __int_as_float(0x7fc00000)
 #define NAN_D __longlong_as_double(0x7ff8000000000000LL)
 #define TILE_W 32
-#define TILE_H 8
 
 struct Par {
     double gain, dummy, delta_dummy, saturation, m0, m1;
@@ -63,7 +62,7 @@ __device__ __forceinline__ void preprocess_value(const Par& P, T raw, bool maske
     }
     if (!valid) { s = NAN_F; var = NAN_F; return; }
     if (has_dark) value -= (double)dark;
-    double sd = value / g;
+    const double sd = g == 1.0 ? value : value / g;  // x / 1 == x: skip the float64 division
     double v = (1.0 > sd) ? 1.0 : sd;
     if (has_dvar) v += (double)dvar / (g * g);
     s = (float)sd;
@@ -103,13 +102,13 @@ __device__ __forceinline__ void block_sum(double (&x)[N], double* red) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Sigma-clipping: one block per (frame, bin of bin_list), frames fastest so that the blocks of one bin share
-// the static CSR arrays in L2.  The signal of the first K * CLIP_BLOCK pixels of a bin is gathered once into
-// registers, the next spill_cap into shared memory, and any further pixels are gathered again at every pass;
-// norm and coefficients are re-read from the (L2-resident) CSR arrays.  Without a dark variance the Poisson
-// variance is max(s, 1), recomputed from s (float32 rounding is monotonic, so this equals the CPU's value).
-// A pixel is "kept" when it passes every earlier cycle's test |v - mean_c| <= limit_c (history in shared
-// memory): exactly the set the CPU's compaction keeps.  Each cycle is one pass (two with the scatter): the
-// test of the new limit and the sums of the survivors are computed together.
+// the static CSR arrays in L2.  The first `cap` pixels of the bin are gathered once into shared memory
+// (signal, norm, and the coefficient / variance when there are such), the launch being sized for its class
+// of bins; pixels beyond `cap` (bins larger than shared memory) are gathered again at every pass.  Without a
+// dark variance the Poisson variance is max(s, 1), recomputed from s (float32 rounding is monotonic, so this
+// is the CPU's value).  A pixel is "kept" when it passes every earlier cycle's test |v - mean_c| <= limit_c
+// (history in shared memory): exactly the set the CPU's compaction keeps.  Each cycle is one pass (two with
+// the scatter): the test of the new limit and the sums of the survivors are computed together.
 // ---------------------------------------------------------------------------------------------------------
 template <typename T, bool DVAR>
 __device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ frame, long long j,
@@ -122,55 +121,44 @@ __device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ 
     if (isnan(var)) s = NAN_F;
 }
 
-template <typename T, int K, bool COEF, bool DVAR>
+template <typename T, bool COEF, bool DVAR>
 __global__ void __launch_bounds__(CLIP_BLOCK)
 sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins, const int* __restrict__ bin_list,
            const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ coef,
            const float* __restrict__ cnorm, const float* __restrict__ cdark, const float* __restrict__ cdvar,
            const float* __restrict__ cgain, const double* __restrict__ par,
-           int cycles, double cutoff, int with_scatter, int spill_cap, double* __restrict__ out) {
+           int cycles, double cutoff, int with_scatter, int cap, double* __restrict__ out) {
     __shared__ double red[7 * 32];
-    extern __shared__ double dyn[];   // 2 * max(cycles, 1) doubles of history, then spill_cap floats (x2 with DVAR)
-    double* hist = dyn;
-    float* spill = (float*)(dyn + 2 * (cycles > 1 ? cycles : 1));
+    __shared__ double hist[2 * MAX_HIST];
+    extern __shared__ float items[];  // cap each: signal, norm[, coef][, variance]
+    float* ss = items;
+    float* sn = items + cap;
+    float* sc = items + 2 * cap;
+    float* sv = items + (COEF ? 3 : 2) * cap;
     const int f = blockIdx.x % nframes;
     const int b = bin_list[blockIdx.x / nframes];
     const long long start = indptr[b], stop = indptr[b + 1];
-    const long long reg_end = min(stop, start + (long long)K * CLIP_BLOCK);
-    const long long spill_end = min(stop, reg_end + (long long)spill_cap);
+    const long long held = min(stop - start, (long long)cap);
     const T* frame = frames + (long long)f * npix;
     const Par P = load_par(par);
-
-    float rs[K], rv[DVAR ? K : 1];
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-        const long long j = start + threadIdx.x + (long long)k * CLIP_BLOCK;
-        float s = NAN_F, v = 0.0f;
-        if (j < reg_end) load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, v);
-        rs[k] = s;
-        if (DVAR) rv[k] = v;
-    }
-    for (long long j = reg_end + threadIdx.x; j < spill_end; j += CLIP_BLOCK) {
+    for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
         float s, v;
-        load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, v);
-        spill[j - reg_end] = s;
-        if (DVAR) spill[spill_cap + (j - reg_end)] = v;
+        load_signal<T, DVAR>(P, frame, start + t, indices, cdark, cdvar, cgain, s, v);
+        ss[t] = s;
+        sn[t] = cnorm[start + t];
+        if (COEF) sc[t] = coef[start + t];
+        if (DVAR) sv[t] = v;
     }
-    // fn(s, var, j) for every pixel of the bin (s NaN when invalid)
+    // fn(s, var, norm, coef) for every pixel of the bin (s NaN when invalid)
     auto visit = [&](auto&& fn) {
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-            const long long j = start + threadIdx.x + (long long)k * CLIP_BLOCK;
-            if (j < reg_end) fn(rs[k], DVAR ? rv[DVAR ? k : 0] : (1.0f > rs[k] ? 1.0f : rs[k]), j);
+        for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
+            const float s = ss[t];
+            fn(s, DVAR ? sv[t] : (1.0f > s ? 1.0f : s), sn[t], COEF ? sc[t] : 1.0f);
         }
-        for (long long j = reg_end + threadIdx.x; j < spill_end; j += CLIP_BLOCK) {
-            const float s = spill[j - reg_end];
-            fn(s, DVAR ? spill[spill_cap + (j - reg_end)] : (1.0f > s ? 1.0f : s), j);
-        }
-        for (long long j = spill_end + threadIdx.x; j < stop; j += CLIP_BLOCK) {
+        for (long long j = start + held + threadIdx.x; j < stop; j += CLIP_BLOCK) {
             float s, v;
             load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, v);
-            fn(s, DVAR ? v : (1.0f > s ? 1.0f : s), j);
+            fn(s, DVAR ? v : (1.0f > s ? 1.0f : s), cnorm[j], COEF ? coef[j] : 1.0f);
         }
     };
     int nh = 0;
@@ -182,15 +170,15 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     };
     double acc[7];
     // Sums of the kept pixels that also pass |v - mean| <= limit (limit < 0: no new test); acc[6] = VV or NaN.
-    // Returns the number of kept pixels that fail the new test.
+    // Returns the number of kept pixels that fail the new test (the sums are left as they were when none does).
     auto accumulate = [&](double mean, double limit, bool scatter) -> double {
         double x[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-        visit([&](float s, float v, long long j) {
-            const double nrm = (double)cnorm[j];
+        visit([&](float s, float v, float nr, float c) {
+            const double nrm = (double)nr;
             const double value = (double)s / nrm;
             if (!kept(s, value)) return;
             if (limit >= 0.0 && fabs(value - mean) > limit) { x[6] += 1.0; return; }
-            const double cc = COEF ? (double)coef[j] : 1.0;
+            const double cc = (double)c;
             const double w = cc * nrm;
             x[0] += cc;
             x[3] += w;
@@ -200,20 +188,18 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
             x[5] += w * w * value;
         });
         block_sum<7>(x, red);
-        if (limit >= 0.0 && x[6] == 0.0) return 0.0;  // nothing discarded: the sums stay as they were
+        if (limit >= 0.0 && x[6] == 0.0) return 0.0;
         for (int i = 0; i < 6; ++i) acc[i] = x[i];
         acc[6] = scatter ? 0.0 : NAN_D;
         if (scatter && acc[3] > 0.0) {
             const double m = acc[1] / acc[3];
-            const double lim = limit;
-            const double mu = mean;
             double y[1] = {0.0};
-            visit([&](float s, float v, long long j) {
-                const double nrm = (double)cnorm[j];
+            visit([&](float s, float v, float nr, float c) {
+                const double nrm = (double)nr;
                 const double value = (double)s / nrm;
                 if (!kept(s, value)) return;
-                if (lim >= 0.0 && fabs(value - mu) > lim) return;
-                const double w = (COEF ? (double)coef[j] : 1.0) * nrm;
+                if (limit >= 0.0 && fabs(value - mean) > limit) return;
+                const double w = (double)c * nrm;
                 const double d = value - m;
                 y[0] += w * w * d * d;
             });
@@ -223,7 +209,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         return x[6];
     };
     const bool scatter = with_scatter != 0;  // azimuthal and hybrid clip with the scatter VV
-    __syncthreads();                         // spill written
+    __syncthreads();                         // items written
     accumulate(0.0, -1.0, scatter);
     for (int cyc = 0; cyc < cycles; ++cyc) {
         if (acc[3] == 0.0 || acc[0] == 0.0) break;
@@ -232,7 +218,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         const double npx = acc[0] > 3.0 ? acc[0] : 3.0;
         const double chauvenet = sqrt(2.0 * log(npx / sqrt(2.0 * 3.141592653589793)));
         const double limit = (cutoff > chauvenet ? cutoff : chauvenet) * std;
-        if (!(limit >= 0.0)) break;  // NaN std: the CPU's test discards nothing either
+        if (!(limit >= 0.0) || nh == MAX_HIST) break;  // NaN std: the CPU's test discards nothing either
         if (accumulate(mean, limit, scatter) == 0.0) break;
         if (threadIdx.x == 0) { hist[2 * nh] = mean; hist[2 * nh + 1] = limit; }
         __syncthreads();
@@ -306,8 +292,16 @@ struct Bg {
     const double* mean; const double* std; const double* sem;   // (nframes, nbins) this frame's row
     const float* fmean; const float* fstd;                      // gap-filled, for picking
     int nbins;
-    double r0, step, inv_step, r_lo, r_hi;
 };
+
+__device__ __forceinline__ Bg load_bg(const double* prof, const float* filled, int nframes, int nbins, int f) {
+    Bg B;
+    const long long plane = (long long)nframes * nbins, base = (long long)f * nbins;
+    B.mean = prof + base; B.std = prof + plane + base; B.sem = prof + 2 * plane + base;
+    B.fmean = filled + base; B.fstd = filled + plane + base;
+    B.nbins = nbins;
+    return B;
+}
 
 __device__ __forceinline__ double interp_peak(const double* table, double fpos, int nbins) {
     if (fpos <= 0.0) return table[0];
@@ -317,50 +311,41 @@ __device__ __forceinline__ double interp_peak(const double* table, double fpos, 
     return table[i0] * (1.0 - w) + table[i0 + 1] * w;
 }
 
-// peaks: v = s / norm - bg(r) (float32 quotient, float64 difference), NaN when missing; cand = v >= t.
-__device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float r, double noise, double cutoff,
-                                             bool& cand) {
+// peaks: v = q - bg(r) with q = s / norm (float32), NaN when missing; cand = v >= max(noise, cutoff sqrt(sd^2 +
+// noise^2)).  fpos = (r - r0) / step, precomputed per pixel, NaN outside the radial range or masked.
+__device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float q, double fpos, double noise,
+                                             double cutoff, bool& cand) {
     cand = false;
-    if (!(r >= B.r_lo && r <= B.r_hi && isfinite(s) && nrm > 0.0f)) return NAN_F;
-    const double fpos = B.step > 0.0 ? ((double)r - B.r0) / B.step : 0.0;
+    if (isnan(fpos) || !isfinite(s) || !(nrm > 0.0f)) return NAN_F;
     const double b = interp_peak(B.mean, fpos, B.nbins);
     const double sd = interp_peak(B.std, fpos, B.nbins);
     if (!(isfinite(b) && isfinite(sd))) return NAN_F;
-    const double v = (double)(s / nrm) - b;
-    const double t0 = cutoff * sqrt(sd * sd + noise * noise);
-    const double t = noise > t0 ? noise : t0;
-    cand = v >= t;
+    const double v = (double)q - b;
+    if (v >= noise) {  // the threshold is at least noise: below it no square root is needed
+        const double t0 = cutoff * sqrt(sd * sd + noise * noise);
+        cand = v >= (noise > t0 ? noise : t0);
+    }
     return (float)v;
 }
 
-// pick: r in [r_lo, r_hi), s / norm - bg > max(noise, cutoff sqrt(std^2 + noise^2)); overloads are kept.
+// pick: q - bg > max(noise, cutoff sqrt(std^2 + noise^2)) with bg, std the gap-filled tables; fpos =
+// (r - r0) * inv_step, NaN outside [r_lo, r_hi) or masked; invalid pixels are kept when they are overloads.
 template <typename T>
-__device__ __forceinline__ bool picked(const Bg& B, const Par& P, T raw, float s, float nrm, float r,
+__device__ __forceinline__ bool picked(const Bg& B, const Par& P, T raw, float s, float q, double fpos,
                                        double noise, double cutoff) {
-    if (!(r >= B.r_lo && r < B.r_hi)) return false;
+    if (isnan(fpos)) return false;
     if (!isfinite(s)) return (double)raw >= P.saturation;
-    const double fpos = ((double)r - B.r0) * B.inv_step;
     int pos; double frac;
     if (fpos <= 0.0) { pos = 0; frac = 0.0; }
     else if (fpos >= B.nbins - 1) { pos = B.nbins - 1; frac = 0.0; }
     else { pos = (int)fpos; frac = fpos - pos; }
     const int nxt = pos + 1 < B.nbins - 1 ? pos + 1 : B.nbins - 1;
     const double mean = (1.0 - frac) * (double)B.fmean[pos] + frac * (double)B.fmean[nxt];
+    const double excess = (double)q - mean;
+    if (!(excess > noise)) return false;  // the margin is at least noise
     const double std = (1.0 - frac) * (double)B.fstd[pos] + frac * (double)B.fstd[nxt];
     const double m0 = cutoff * sqrt(std * std + noise * noise);
-    const double margin = noise > m0 ? noise : m0;
-    return (double)(s / nrm) - mean > margin;
-}
-
-__device__ __forceinline__ Bg load_bg(const double* prof, const float* filled, int nframes, int nbins, int f,
-                                      const double* geo) {
-    Bg B;
-    const long long plane = (long long)nframes * nbins, base = (long long)f * nbins;
-    B.mean = prof + base; B.std = prof + plane + base; B.sem = prof + 2 * plane + base;
-    B.fmean = filled + base; B.fstd = filled + plane + base;
-    B.nbins = nbins;
-    B.r0 = geo[0]; B.step = geo[1]; B.inv_step = geo[2]; B.r_lo = geo[3]; B.r_hi = geo[4];
-    return B;
+    return excess > (noise > m0 ? noise : m0);
 }
 
 // peaks.py _flag_zingers: a candidate whose 8 valid neighbours hold less than min_spread of its excess.
@@ -426,10 +411,11 @@ __device__ bool is_peak(const float* sv, const unsigned char* sc, int W, int a, 
 template <typename T, int H>
 __global__ void __launch_bounds__(TILE_W * TILE_H)
 classify(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
-         const unsigned char* __restrict__ mask, const float* __restrict__ norm, const float* __restrict__ radius,
+         const unsigned char* __restrict__ mask, const float* __restrict__ norm,
+         const double* __restrict__ fpos_peak, const double* __restrict__ fpos_pick,
          const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
          const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
-         int nbins, const double* __restrict__ geo, double pick_noise, double pick_cutoff, double peak_noise,
+         int nbins, double pick_noise, double pick_cutoff, double peak_noise,
          double peak_cutoff, int connected, double min_spread, int reject, int do_pick, int do_peaks,
          unsigned int* __restrict__ pick_words, int* __restrict__ pick_counts,
          unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
@@ -445,7 +431,7 @@ classify(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
     const long long npix = (long long)ny * nx;
     const T* frame = frames + (long long)f * npix;
     const Par P = load_par(par);
-    const Bg B = load_bg(prof, filled, nframes, nbins, f, geo);
+    const Bg B = load_bg(prof, filled, nframes, nbins, f);
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
         const int lr = e / W, lc = e % W;
         const int r = row0 - G + lr, c = col0 - G + lc;
@@ -456,9 +442,10 @@ classify(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
             const long long p = (long long)r * nx + c;
             float s, var;
             pixel_signal<T>(P, frame, p, mask, dark, dvar, gmap, s, var);
-            const float nrm = norm[p], rad = radius[p];
-            if (do_peaks) v = excess_peak(B, s, nrm, rad, peak_noise, peak_cutoff, cand);
-            if (do_pick && own) pick = picked<T>(B, P, frame[p], s, nrm, rad, pick_noise, pick_cutoff);
+            const float nrm = norm[p];
+            const float q = s / nrm;
+            if (do_peaks) v = excess_peak(B, s, nrm, q, fpos_peak[p], peak_noise, peak_cutoff, cand);
+            if (do_pick && own) pick = picked<T>(B, P, frame[p], s, q, fpos_pick[p], pick_noise, pick_cutoff);
         }
         sv[e] = v;
         sc[e] = cand;
@@ -537,11 +524,11 @@ template <typename T, int H>
 __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total, int nframes, int ny, int nx,
                            int nwords, const unsigned int* __restrict__ words, const long long* __restrict__ scan,
                            const unsigned char* __restrict__ mask, const float* __restrict__ norm,
-                           const float* __restrict__ radius, const float* __restrict__ dark,
+                           const double* __restrict__ fpos_peak, const float* __restrict__ dark,
                            const float* __restrict__ dvar, const float* __restrict__ gmap,
                            const float* __restrict__ dspacing, const double* __restrict__ par,
                            const double* __restrict__ prof, const float* __restrict__ filled, int nbins,
-                           const double* __restrict__ geo, double noise, double cutoff, double min_spread,
+                           double noise, double cutoff, double min_spread,
                            long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix,
                            long long* __restrict__ out_index) {
     const int G = H + 1, S = 2 * G + 1;
@@ -556,7 +543,7 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
     const int i = (int)(rem / nwords), wx = (int)(rem % nwords);
     const T* frame = frames + (long long)f * ny * nx;
     const Par P = load_par(par);
-    const Bg B = load_bg(prof, filled, nframes, nbins, f, geo);
+    const Bg B = load_bg(prof, filled, nframes, nbins, f);
     float sv[S * S];
     unsigned char sc[S * S];
     while (word) {
@@ -573,7 +560,7 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
                     const long long q = (long long)ii * nx + jj;
                     float s, var;
                     pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, var);
-                    v = excess_peak(B, s, norm[q], radius[q], noise, cutoff, cand);
+                    v = excess_peak(B, s, norm[q], s / norm[q], fpos_peak[q], noise, cutoff, cand);
                 }
                 sv[a * S + b] = v;
                 sc[a * S + b] = cand;
@@ -608,7 +595,7 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
         }
         const float v0 = sv[G * S + G];
         const long long p = (long long)i * nx + j;
-        const double fpos = B.step > 0.0 ? ((double)radius[p] - B.r0) / B.step : 0.0;
+        const double fpos = fpos_peak[p];
         const double s_bg = interp_peak(B.sem, fpos, nbins);
         var += scale_sum * scale_sum * s_bg * s_bg;
         const double g0 = gmap ? (double)gmap[p] : P.gain;
