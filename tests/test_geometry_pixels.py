@@ -1,12 +1,14 @@
 """Per-pixel maps against pyFAI's AzimuthalIntegrator on the same PONI, tilted geometries included."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from braggsieve.errors import ParameterError
 from braggsieve.geometry import (Detector, Poni, chi, d_spacing, get_detector, lab_coordinates, polarization,
-                                 q_nm, r_mm, radial_delta, radial_map, solid_angle, two_theta)
+                                 q_nm, r_mm, radial_delta, radial_map, read_poni, solid_angle, two_theta)
 
 pyFAI = pytest.importorskip("pyFAI")
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator  # noqa: E402
@@ -144,3 +146,27 @@ def test_lab_coordinates_agree_with_the_maps():
     x1, x2, x3 = lab_coordinates(poni)
     np.testing.assert_allclose(two_theta(poni), np.arctan2(np.hypot(x1, x2), x3), rtol=1e-13)
     np.testing.assert_allclose(chi(poni), np.arctan2(x1, x2), rtol=1e-12, atol=1e-15)
+
+
+def test_real_ceo2_rings_fall_at_the_ceo2_lattice_spacings():
+    """Real CeO2 frame (Pilatus 1M) with its Dioptas PONI: the radial profile's ring maxima sit at the q of the
+    CeO2 reflections (fluorite, a = 5.4111 A) to 0.3 %.  Dioptas calibrates TIFF images flipped upside down,
+    so its PONI applies to the image's rows reversed (unflipped, the rings miss by up to 10 %)."""
+    fabio = pytest.importorskip("fabio")
+    folder = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "powder"
+    if not (folder / "CeO2_Pilatus1M.tif").exists():
+        pytest.skip("real data absent")
+    image = fabio.open(str(folder / "CeO2_Pilatus1M.tif")).data[::-1].astype(np.float64)
+    poni = read_poni(folder / "CeO2_Pilatus1M.poni").for_shape(image.shape)
+    q = q_nm(poni)
+    good = image >= 0  # -2: gaps
+    edges = np.linspace(15.0, 62.0, 3001)
+    total = np.histogram(q[good], edges, weights=image[good])[0]
+    count = np.histogram(q[good], edges)[0]
+    profile = total / np.maximum(count, 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    for hkl in ((1, 1, 1), (2, 0, 0), (2, 2, 0), (3, 1, 1), (3, 3, 1), (5, 1, 1)):
+        expected = 20 * np.pi * np.sqrt(sum(i * i for i in hkl)) / 5.4111  # nm^-1
+        window = np.abs(centres - expected) < 0.015 * expected
+        found = centres[window][np.argmax(profile[window])]
+        assert abs(found - expected) < 0.003 * expected, (hkl, found, expected)
