@@ -58,9 +58,10 @@ class BinSums:
 
 
 @numba.njit(cache=True)
-def _accumulate(value, weight, csig, cvar, coef, n, with_scatter, out):
-    """Sums of the first n gathered pixels into out[0:7] (float64); the scatter VV takes a second pass
-    over the pixels (after the mean) and is NaN unless ``with_scatter``."""
+def _accumulate(buf, n, has_coef, with_scatter, out):
+    """Sums of the first n gathered pixels (see _gather) into out[0:7] (float64); the scatter VV takes a
+    second pass over the pixels (after the mean) and is NaN unless ``with_scatter``."""
+    value, weight, cvar, cc = buf[0], buf[1], buf[2], buf[3]
     count = 0.0
     omega = 0.0
     omega2 = 0.0
@@ -69,12 +70,15 @@ def _accumulate(value, weight, csig, cvar, coef, n, with_scatter, out):
     p = 0.0
     for i in range(n):
         w = weight[i]
-        count += coef[i]
         omega += w
         omega2 += w * w
-        vsum += csig[i]
+        vsum += value[i] * w  # c * signal
         wsum += cvar[i]
         p += w * w * value[i]
+        if has_coef:
+            count += cc[i]
+    if not has_coef:
+        count = float(n)
     scatter = 0.0 if with_scatter else np.nan
     if with_scatter and omega > 0:
         mean = vsum / omega
@@ -91,9 +95,10 @@ def _accumulate(value, weight, csig, cvar, coef, n, with_scatter, out):
 
 
 @numba.njit(cache=True)
-def _gather(pixels, norm, coef, has_coef, start, stop, value, weight, csig, cvar, cc):
+def _gather(pixels, norm, coef, has_coef, start, stop, buf):
     """Copy the valid pixels of CSR row [start, stop) of one frame (``pixels`` (nnz, 2) signal and variance,
-    ``norm`` (nnz,), in CSR order) into the float64 buffers; returns their number."""
+    ``norm`` (nnz,), in CSR order) into ``buf`` (4, stop - start) float64: rows v = signal / norm,
+    w = c * norm, c**2 * variance and c (only with coefficients); returns their number."""
     n = 0
     for j in range(start, stop):
         s = pixels[j, 0]
@@ -104,11 +109,11 @@ def _gather(pixels, norm, coef, has_coef, start, stop, value, weight, csig, cvar
         if c == 0.0:
             continue
         nrm = np.float64(norm[j])
-        value[n] = s / nrm
-        weight[n] = c * nrm
-        csig[n] = c * s
-        cvar[n] = c * c * var
-        cc[n] = c
+        buf[0, n] = s / nrm
+        buf[1, n] = c * nrm
+        buf[2, n] = c * c * var
+        if has_coef:
+            buf[3, n] = c
         n += 1
     return n
 
@@ -142,15 +147,10 @@ def _bin_sums_kernel(pixels, norm, indptr, coef, has_coef, out):
         b = k // nframes
         f = k - b * nframes
         start, stop = indptr[b], indptr[b + 1]
-        size = stop - start
-        value = np.empty(size)
-        weight = np.empty(size)
-        csig = np.empty(size)
-        cvar = np.empty(size)
-        cc = np.empty(size)
-        n = _gather(pixels[f], norm, coef, has_coef, start, stop, value, weight, csig, cvar, cc)
+        buf = np.empty((4, stop - start))
+        n = _gather(pixels[f], norm, coef, has_coef, start, stop, buf)
         acc = np.empty(7)
-        _accumulate(value, weight, csig, cvar, cc, n, True, acc)
+        _accumulate(buf, n, has_coef, True, acc)
         for q in range(7):
             out[q, f, b] = acc[q]
 
@@ -165,17 +165,12 @@ def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, azimuthal, hybrid, 
         b = k // nframes
         f = k - b * nframes
         start, stop = indptr[b], indptr[b + 1]
-        size = stop - start
-        value = np.empty(size)
-        weight = np.empty(size)
-        csig = np.empty(size)
-        cvar = np.empty(size)
-        cc = np.empty(size)
-        n = _gather(pixels[f], norm, coef, has_coef, start, stop, value, weight, csig, cvar, cc)
+        buf = np.empty((4, stop - start))
+        n = _gather(pixels[f], norm, coef, has_coef, start, stop, buf)
         acc = np.empty(7)
         # hybrid clips with the azimuthal scatter and reports W, which every integration also keeps
         scatter = azimuthal or hybrid
-        _accumulate(value, weight, csig, cvar, cc, n, scatter, acc)
+        _accumulate(buf, n, has_coef, scatter, acc)
         for _ in range(cycles):
             if acc[_NORM] == 0.0 or acc[_COUNT] == 0.0:
                 break
@@ -185,18 +180,18 @@ def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, azimuthal, hybrid, 
             limit = max(cutoff, np.sqrt(2.0 * np.log(npix / np.sqrt(2.0 * np.pi)))) * std
             kept = 0
             for i in range(n):  # discard outliers, compacting the survivors to the front
-                if abs(value[i] - mean) > limit:
+                if abs(buf[0, i] - mean) > limit:
                     continue
-                value[kept] = value[i]
-                weight[kept] = weight[i]
-                csig[kept] = csig[i]
-                cvar[kept] = cvar[i]
-                cc[kept] = cc[i]
+                buf[0, kept] = buf[0, i]
+                buf[1, kept] = buf[1, i]
+                buf[2, kept] = buf[2, i]
+                if has_coef:
+                    buf[3, kept] = buf[3, i]
                 kept += 1
             if kept == n:
                 break
             n = kept
-            _accumulate(value, weight, csig, cvar, cc, n, scatter, acc)
+            _accumulate(buf, n, has_coef, scatter, acc)
         for q in range(7):
             out[q, f, b] = acc[q]
 
