@@ -25,6 +25,7 @@ COMMANDS: list[str] = [
     "compare",
     "mask",
     "poni",
+    "process",
 ]
 
 
