@@ -67,28 +67,10 @@ def write_frame_table(path: str | os.PathLike, files: Sequence[str], source: np.
             handle.write(f"{row},{files[s]},{i},{n},{int(h)}\n")
 
 
-def plot_veto(path: str | os.PathLike, npeaks: np.ndarray, params: VetoParams, title: str = "") -> None:
-    """PNG with the peaks-per-frame histogram and the fraction of frames kept versus the threshold."""
-    import matplotlib
+def plot_veto(path: str | os.PathLike, npeaks: np.ndarray, params: VetoParams, title: str = "",
+              indexed: np.ndarray | None = None) -> None:
+    """PNG with the peaks-per-frame histogram and the fraction of frames kept versus the threshold
+    (pipeline.plots.veto_figure; ``indexed``: bool (nframes,) frames CrystFEL indexed, optional)."""
+    from .plots import save_png, veto_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    npeaks = np.asarray(npeaks)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    top = int(npeaks.max(initial=0))
-    left.hist(npeaks, bins=np.arange(0, top + 2) - 0.5 if top < 60 else 60, color="tab:blue")
-    left.axvline(params.min_peaks - 0.5, color="tab:red", label=f"min peaks = {params.min_peaks}")
-    left.set(xlabel="peaks per frame", ylabel="frames", title="peak count")
-    left.legend()
-    thresholds, kept = fraction_kept(npeaks)
-    right.step(thresholds, kept, where="post", color="tab:blue")
-    hits = float(is_hit(npeaks, params).mean()) if len(npeaks) else 0.0
-    right.axvline(params.min_peaks, color="tab:red", label=f"kept {hits:.1%} at {params.min_peaks}")
-    right.set(xlabel="threshold (min peaks)", ylabel="fraction of frames kept", ylim=(0, 1.02),
-              title="veto curve")
-    right.legend()
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=90, format="png")
-    plt.close(fig)
+    save_png(veto_figure(npeaks, params.min_peaks, indexed, title=title), path)
