@@ -1,4 +1,4 @@
-"""The CUDA engine against a float64 numpy reference and against the CPU engine's functions.
+"""The CUDA engine against a float64 numpy reference and against the CPU engine (CpuEngine).
 
 Skipped without CuPy or a GPU (CI has none); run on a GPU machine with
 ``python -m pytest -q tests/test_cuda_engine.py``.
@@ -21,10 +21,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="needs a 
 
 from braggsieve.engine.corrections import detector_markers, prepare_corrections, preprocess  # noqa: E402
 from braggsieve.engine.csr import build_binning  # noqa: E402
-from braggsieve.engine.integrate import sigma_clip  # noqa: E402
+from braggsieve.engine.cpu import CpuEngine  # noqa: E402
 from braggsieve.engine.params import ClipParams, CorrectionParams, IntegrationParams  # noqa: E402
-from braggsieve.engine.peaks import PeakParams, find_peaks  # noqa: E402
-from braggsieve.engine.pick import PickParams, filled_background, pick_pixels  # noqa: E402
+from braggsieve.engine.peaks import PeakParams  # noqa: E402
+from braggsieve.engine.pick import PickParams, filled_background  # noqa: E402
 from braggsieve.errors import ParameterError  # noqa: E402
 
 NY, NX, NBINS, NFRAMES = 300, 333, 120, 3
@@ -73,7 +73,7 @@ def _engine(binning, corrections, params, **kwargs):
     from braggsieve.engine.cuda import CudaEngine
 
     return CudaEngine(binning, corrections, params, ClipParams(cutoff_clip=0.0, cycles=5), PickParams(cutoff_pick=3.0),
-                      PeakParams(cutoff_peak=3.0, patch_size=5, connected=2), **kwargs)
+                      PeakParams(cutoff_peak=3.0, patch_size=5), **kwargs)
 
 
 def _reference_clip(frames, binning, corrections, error_model, cycles=5, cutoff=0.0):
@@ -139,12 +139,8 @@ def test_sigma_clip_matches_float64_reference(error_model, split, shared):
     assert np.isfinite(profile.mean).sum() > 0.9 * profile.mean.size
 
 
-def _cpu_chain(frames, binning, corrections, params, engine):
-    pre = preprocess(frames, corrections, params.error_model)
-    profile = sigma_clip(pre, binning, params.error_model, engine.clip)
-    sparse = pick_pixels(frames, pre, binning, profile, engine.pick_params, corrections)
-    peaks = find_peaks(pre, binning, profile, engine.peak_params, corrections)
-    return pre, profile, sparse, peaks
+def _cpu_engine(binning, corrections, params, engine):
+    return CpuEngine(binning, corrections, params, engine.clip, engine.pick_params, engine.peak_params)
 
 
 def _near_threshold(frames, pre, binning, profile, engine, f, pixels):
@@ -174,7 +170,11 @@ def test_process_matches_cpu_engine(dtype, dark, gain_map, error_model):
                                                   seed=3)
     engine = _engine(binning, corrections, params)
     got = engine.process(frames)
-    pre, profile, sparse, peaks = _cpu_chain(frames, binning, corrections, params, engine)
+    cpu = _cpu_engine(binning, corrections, params, engine)
+    want = cpu.process(frames)
+    profile, sparse, peaks = want.profile, want.sparse, want.peaks
+    pre = preprocess(frames, corrections, params.error_model)
+    np.testing.assert_allclose(engine.integrate(frames).std, cpu.integrate(frames).std, rtol=1e-9, equal_nan=True)
 
     for name in ("mean", "std", "sem", "count", "sum_signal", "sum_variance", "sum_norm", "sum_norm2"):
         np.testing.assert_allclose(getattr(got.profile, name), getattr(profile, name), rtol=1e-9,
@@ -202,8 +202,10 @@ def test_process_matches_cpu_engine(dtype, dark, gain_map, error_model):
     np.testing.assert_array_equal(got.peaks.frame_ptr, peaks.frame_ptr)
     np.testing.assert_array_equal(got.peaks.index, peaks.index)
     assert got.peaks.npeaks.sum() > 20
-    for name in ("row", "col", "intensity", "sigma", "snr", "maximum", "background"):
+    for name in ("intensity", "sigma", "snr", "maximum", "background"):
         np.testing.assert_allclose(getattr(got.peaks, name), getattr(peaks, name), rtol=1e-6, err_msg=name)
+    for name in ("row", "col"):  # iterated centroid: exp() may differ in the last bit, the stop test at 1e-4 px
+        np.testing.assert_allclose(getattr(got.peaks, name), getattr(peaks, name), atol=2e-4, err_msg=name)
     np.testing.assert_array_equal(got.peaks.npix, peaks.npix)
 
 

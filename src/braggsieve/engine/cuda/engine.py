@@ -283,7 +283,7 @@ class _Slot:
                          s.fpos_peak, s.fpos_pick, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof,
                          self.filled, np.int32(nbins), np.float64(e.pick_params.noise),
                          np.float64(e.pick_params.cutoff_pick), np.float64(pk.noise), np.float64(pk.cutoff_peak),
-                         np.int32(pk.connected), np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"),
+                         np.float64(pk.spread_snr), np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"),
                          np.int32(self.sparse), np.int32(self.peaks), self.words[0], self.counts[0],
                          self.words[1], self.counts[1]))
         self._mark("classify")
@@ -401,6 +401,9 @@ class CudaEngine:
             raise ParameterError("the cuda engine has no explicit-variance error model; use --device cpu")
         if tuple(corrections.shape) != tuple(binning.shape):
             raise ParameterError(f"corrections of shape {corrections.shape} do not match the binning "
+                                 f"{binning.shape}")
+        if d_spacing is not None and np.shape(d_spacing) != tuple(binning.shape):
+            raise ParameterError(f"d-spacing map of shape {np.shape(d_spacing)} does not match the binning "
                                  f"{binning.shape}")
         self.static = _Static(binning, corrections, d_spacing)
         if self.clip.cycles > MAX_HIST:

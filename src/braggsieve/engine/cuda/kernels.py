@@ -122,7 +122,7 @@ __device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ 
 }
 
 template <typename T, bool COEF, bool DVAR>
-__global__ void __launch_bounds__(CLIP_BLOCK)
+__global__ void __launch_bounds__(CLIP_BLOCK, 3)
 sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins, const int* __restrict__ bin_list,
            const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ coef,
            const float* __restrict__ cnorm, const float* __restrict__ cdark, const float* __restrict__ cdvar,
@@ -183,7 +183,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
             x[0] += cc;
             x[3] += w;
             x[4] += w * w;
-            x[1] += cc * (double)s;
+            x[1] += value * w;  // c * signal, as the CPU forms it
             x[2] += cc * cc * (double)v;
             x[5] += w * w * value;
         });
@@ -311,21 +311,17 @@ __device__ __forceinline__ double interp_peak(const double* table, double fpos, 
     return table[i0] * (1.0 - w) + table[i0 + 1] * w;
 }
 
-// peaks: v = q - bg(r) with q = s / norm (float32), NaN when missing; cand = v >= max(noise, cutoff sqrt(sd^2 +
-// noise^2)).  fpos = (r - r0) / step, precomputed per pixel, NaN outside the radial range or masked.
+// peaks.py _excess: v = q - bg(r) with q = s / norm (float32) and var = std(r)^2 + noise^2, both float32,
+// NaN when missing.  fpos = (r - r0) / step, precomputed per pixel, NaN outside the radial range or masked.
 __device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float q, double fpos, double noise,
-                                             double cutoff, bool& cand) {
-    cand = false;
+                                             float& var) {
+    var = NAN_F;
     if (isnan(fpos) || !isfinite(s) || !(nrm > 0.0f)) return NAN_F;
     const double b = interp_peak(B.mean, fpos, B.nbins);
     const double sd = interp_peak(B.std, fpos, B.nbins);
     if (!(isfinite(b) && isfinite(sd))) return NAN_F;
-    const double v = (double)q - b;
-    if (v >= noise) {  // the threshold is at least noise: below it no square root is needed
-        const double t0 = cutoff * sqrt(sd * sd + noise * noise);
-        cand = v >= (noise > t0 ? noise : t0);
-    }
-    return (float)v;
+    var = (float)(sd * sd + noise * noise);
+    return (float)((double)q - b);
 }
 
 // pick: q - bg > max(noise, cutoff sqrt(std^2 + noise^2)) with bg, std the gap-filled tables; fpos =
@@ -348,9 +344,13 @@ __device__ __forceinline__ bool picked(const Bg& B, const Par& P, T raw, float s
     return excess > (noise > m0 ? noise : m0);
 }
 
-// peaks.py _flag_zingers: a candidate whose 8 valid neighbours hold less than min_spread of its excess.
-__device__ __forceinline__ bool is_zinger(const float* sv, int W, int a, int b, int row, int col, int ny, int nx,
-                                          double min_spread) {
+// peaks.py _flag_zingers on a window of v / var (row width W) at (a, b), image position (row, col): v0 >=
+// cutoff * sqrt(var0) (float32 root) and the 8 valid neighbours hold less than min_spread * v0.
+__device__ __forceinline__ bool is_zinger(const float* sv, const float* svar, int W, int a, int b, int row,
+                                          int col, int ny, int nx, double cutoff, double min_spread) {
+    const float v0 = sv[a * W + b];
+    if (!(v0 >= 0.0f)) return false;  // the threshold is >= 0 (also false for NaN)
+    if (!((double)v0 >= cutoff * (double)sqrtf(svar[a * W + b]))) return false;
     double spread = 0.0;
     for (int di = -1; di <= 1; ++di)
         for (int dj = -1; dj <= 1; ++dj) {
@@ -360,49 +360,49 @@ __device__ __forceinline__ bool is_zinger(const float* sv, int W, int a, int b, 
                 if (isfinite(vq)) spread += (double)vq;
             }
         }
-    return spread < min_spread * (double)sv[a * W + b];
+    return spread < min_spread * (double)v0;
 }
 
-// peaks.py _is_peak on a window of v (NaN = missing) and cand (0, 1 = candidate, 2 = zinger) of width W,
-// centre at (a, b), image position (row, col).
+// peaks.py _is_peak on a window of v / var / zinger flags (row width W), centre (a, b) at image (row, col).
 template <int H>
-__device__ bool is_peak(const float* sv, const unsigned char* sc, int W, int a, int b, int row, int col, int ny,
-                        int nx, int connected, bool reject) {
-    const int S = 2 * H + 1;
+__device__ bool is_peak(const float* sv, const float* svar, const unsigned char* sz, int W, int a, int b, int row,
+                        int col, int ny, int nx, double cutoff, double spread_snr, double min_spread, bool reject) {
     const float v0 = sv[a * W + b];
-    unsigned char group[S][S];
-    for (int di = -H; di <= H; ++di) {
+    if (!(v0 > 0.0f) || sz[a * W + b]) return false;
+    // The rules are all required and free of side effects, so the cheapest goes first: no larger usable
+    // neighbour in the 3 x 3 box (a subset of the patch test below), which most pixels fail at once.
+    for (int di = -1; di <= 1; ++di)
+        for (int dj = -1; dj <= 1; ++dj) {
+            const int ii = row + di, jj = col + dj, k = (a + di) * W + b + dj;
+            if (ii < 0 || ii >= ny || jj < 0 || jj >= nx || !isfinite(sv[k]) || sz[k]) continue;
+            const float vq = sv[k];
+            if (vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))) return false;
+        }
+    double box = 0.0, box_var = 0.0, nb_var = 0.0;
+    for (int di = -1; di <= 1; ++di)
+        for (int dj = -1; dj <= 1; ++dj) {
+            const int ii = row + di, jj = col + dj, k = (a + di) * W + b + dj;
+            if (ii >= 0 && ii < ny && jj >= 0 && jj < nx && isfinite(sv[k]) && !sz[k]) {
+                box += (double)sv[k];
+                box_var += (double)svar[k];
+                if (di != 0 || dj != 0) nb_var += (double)svar[k];
+            }
+        }
+    if (box < 0.0 || box < cutoff * sqrt(box_var)) return false;  // the threshold is >= 0
+    const double guard = spread_snr * sqrt(nb_var);
+    const double least = min_spread * (double)v0;
+    if (box - (double)v0 < (least > guard ? least : guard)) return false;
+    for (int di = -H; di <= H; ++di)
         for (int dj = -H; dj <= H; ++dj) {
-            group[di + H][dj + H] = 0;
-            const int ii = row + di, jj = col + dj;
-            const float vq = sv[(a + di) * W + b + dj];
-            if (ii < 0 || ii >= ny || jj < 0 || jj >= nx || !isfinite(vq)) {
+            const int ii = row + di, jj = col + dj, k = (a + di) * W + b + dj;
+            if (ii < 0 || ii >= ny || jj < 0 || jj >= nx || !isfinite(sv[k]) || sz[k]) {
                 if (reject) return false;
                 continue;
             }
-            const unsigned char cq = sc[(a + di) * W + b + dj];
-            if (cq == 2) continue;  // a zinger neither competes nor counts
+            const float vq = sv[k];
             if (vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))) return false;
-            if (cq == 1) group[di + H][dj + H] = 1;
         }
-    }
-    group[H][H] = 2;
-    int count = 1;
-    bool grew = true;
-    while (grew && count < connected) {
-        grew = false;
-        for (int x = 0; x < S; ++x) {
-            for (int y = 0; y < S; ++y) {
-                if (group[x][y] != 1) continue;
-                bool touches = false;
-                for (int xx = (x - 1 > 0 ? x - 1 : 0); xx < (x + 2 < S ? x + 2 : S); ++xx)
-                    for (int yy = (y - 1 > 0 ? y - 1 : 0); yy < (y + 2 < S ? y + 2 : S); ++yy)
-                        if (group[xx][yy] == 2) touches = true;
-                if (touches) { group[x][y] = 2; ++count; grew = true; }
-            }
-        }
-    }
-    return count >= connected;
+    return true;
 }
 
 // One block of TILE_W x TILE_H threads per (frame, tile), frames fastest.  The tile is loaded with a halo of
@@ -415,14 +415,15 @@ classify(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
          const double* __restrict__ fpos_peak, const double* __restrict__ fpos_pick,
          const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
          const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
-         int nbins, double pick_noise, double pick_cutoff, double peak_noise,
-         double peak_cutoff, int connected, double min_spread, int reject, int do_pick, int do_peaks,
+         int nbins, double pick_noise, double pick_cutoff, double peak_noise, double peak_cutoff,
+         double spread_snr, double min_spread, int reject, int do_pick, int do_peaks,
          unsigned int* __restrict__ pick_words, int* __restrict__ pick_counts,
          unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
     const int G = H + 1;
     const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
     __shared__ float sv[HH * W];
-    __shared__ unsigned char sc[HH * W];
+    __shared__ float svar[HH * W];
+    __shared__ unsigned char sz[HH * W];
     __shared__ unsigned char sp[TILE_H * TILE_W];
     const int f = blockIdx.x % nframes;
     const int tile = blockIdx.x / nframes;
@@ -436,27 +437,28 @@ classify(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
         const int lr = e / W, lc = e % W;
         const int r = row0 - G + lr, c = col0 - G + lc;
         const bool own = lr >= G && lr < G + TILE_H && lc >= G && lc < G + TILE_W;
-        float v = NAN_F;
-        bool cand = false, pick = false;
+        float v = NAN_F, var = NAN_F;
+        bool pick = false;
         if (r >= 0 && r < ny && c >= 0 && c < nx && (do_peaks || own)) {
             const long long p = (long long)r * nx + c;
-            float s, var;
-            pixel_signal<T>(P, frame, p, mask, dark, dvar, gmap, s, var);
+            float s, pvar;
+            pixel_signal<T>(P, frame, p, mask, dark, dvar, gmap, s, pvar);
             const float nrm = norm[p];
             const float q = s / nrm;
-            if (do_peaks) v = excess_peak(B, s, nrm, q, fpos_peak[p], peak_noise, peak_cutoff, cand);
+            if (do_peaks) v = excess_peak(B, s, nrm, q, fpos_peak[p], peak_noise, var);
             if (do_pick && own) pick = picked<T>(B, P, frame[p], s, q, fpos_pick[p], pick_noise, pick_cutoff);
         }
         sv[e] = v;
-        sc[e] = cand;
+        svar[e] = var;
+        sz[e] = 0;
         if (own) sp[(lr - G) * TILE_W + lc - G] = pick;
     }
     __syncthreads();
-    if (do_peaks) {  // zinger flags of the tile and its H halo (reads v only, so in place is safe)
+    if (do_peaks) {  // zinger flags of the tile and its H halo (they read v and var only)
         for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
             const int lr = e / W, lc = e % W;
-            if (lr < 1 || lr >= HH - 1 || lc < 1 || lc >= W - 1 || sc[e] != 1) continue;
-            if (is_zinger(sv, W, lr, lc, row0 - G + lr, col0 - G + lc, ny, nx, min_spread)) sc[e] = 2;
+            if (lr < 1 || lr >= HH - 1 || lc < 1 || lc >= W - 1) continue;
+            sz[e] = is_zinger(sv, svar, W, lr, lc, row0 - G + lr, col0 - G + lc, ny, nx, peak_cutoff, min_spread);
         }
         __syncthreads();
     }
@@ -464,8 +466,9 @@ classify(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
     const int row = row0 + lr, col = col0 + lc;
     const bool inside = row < ny && col < nx;
     const bool pick = inside && sp[threadIdx.x];
-    const bool peak = inside && do_peaks && sc[(lr + G) * W + lc + G] == 1 &&
-                      is_peak<H>(sv, sc, W, lr + G, lc + G, row, col, ny, nx, connected, reject != 0);
+    const bool peak = inside && do_peaks &&
+                      is_peak<H>(sv, svar, sz, W, lr + G, lc + G, row, col, ny, nx, peak_cutoff, spread_snr,
+                                 min_spread, reject != 0);
     const unsigned int pw = __ballot_sync(0xffffffffu, pick);
     const unsigned int kw = __ballot_sync(0xffffffffu, peak);
     if (lc == 0 && row < ny) {
@@ -518,8 +521,8 @@ __global__ void emit_picks(const T* __restrict__ frames, long long nwords_total,
     }
 }
 
-// One thread per word holding peaks: measures each (peaks.py _measure_peaks) from the frame in memory, over
-// a (2H + 3)^2 window of v/cand so that the zinger flags of the patch pixels are known.
+// One thread per word holding peaks: measures each (peaks.py _measure_peaks and _centroid) from the frame in
+// memory, over a 7 x 7 window of v / var so that the zinger flags of the 5 x 5 box around the peak are known.
 template <typename T, int H>
 __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total, int nframes, int ny, int nx,
                            int nwords, const unsigned int* __restrict__ words, const long long* __restrict__ scan,
@@ -528,10 +531,9 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
                            const float* __restrict__ dvar, const float* __restrict__ gmap,
                            const float* __restrict__ dspacing, const double* __restrict__ par,
                            const double* __restrict__ prof, const float* __restrict__ filled, int nbins,
-                           double noise, double cutoff, double min_spread,
-                           long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix,
-                           long long* __restrict__ out_index) {
-    const int G = H + 1, S = 2 * G + 1;
+                           double noise, double cutoff, double min_spread, long long capacity,
+                           double* __restrict__ out_f, int* __restrict__ out_npix, long long* __restrict__ out_index) {
+    const int G = 3, S = 2 * G + 1;  // the centroid's 5 x 5 box (and a patch of up to 5 x 5) plus the zinger ring
     const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (w >= nwords_total) return;
     unsigned int word = words[w];
@@ -544,8 +546,8 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
     const T* frame = frames + (long long)f * ny * nx;
     const Par P = load_par(par);
     const Bg B = load_bg(prof, filled, nframes, nbins, f);
-    float sv[S * S];
-    unsigned char sc[S * S];
+    float sv[S * S], svar[S * S];
+    unsigned char sz[S * S];
     while (word) {
         const int jb = __ffs(word) - 1;
         word &= word - 1;
@@ -554,58 +556,80 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
         for (int a = 0; a < S; ++a)
             for (int b = 0; b < S; ++b) {
                 const int ii = i - G + a, jj = j - G + b;
-                float v = NAN_F;
-                bool cand = false;
+                float v = NAN_F, var = NAN_F;
                 if (ii >= 0 && ii < ny && jj >= 0 && jj < nx) {
                     const long long q = (long long)ii * nx + jj;
-                    float s, var;
-                    pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, var);
-                    v = excess_peak(B, s, norm[q], s / norm[q], fpos_peak[q], noise, cutoff, cand);
+                    float s, pvar;
+                    pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, pvar);
+                    v = excess_peak(B, s, norm[q], s / norm[q], fpos_peak[q], noise, var);
                 }
                 sv[a * S + b] = v;
-                sc[a * S + b] = cand;
+                svar[a * S + b] = var;
             }
-        for (int a = 1; a < S - 1; ++a)
-            for (int b = 1; b < S - 1; ++b)
-                if (sc[a * S + b] == 1 && is_zinger(sv, S, a, b, i - G + a, j - G + b, ny, nx, min_spread))
-                    sc[a * S + b] = 2;
-        double total = 0.0, var = 0.0, scale_sum = 0.0, wsum = 0.0, wi = 0.0, wj = 0.0;
+        for (int a = 0; a < S; ++a)
+            for (int b = 0; b < S; ++b)
+                sz[a * S + b] = (a > 0 && a < S - 1 && b > 0 && b < S - 1) &&
+                                is_zinger(sv, svar, S, a, b, i - G + a, j - G + b, ny, nx, cutoff, min_spread);
+        auto usable = [&](int ii, int jj) { const int k = (ii - i + G) * S + (jj - j + G); return isfinite(sv[k]) && !sz[k]; };
+        auto value = [&](int ii, int jj) { return sv[(ii - i + G) * S + (jj - j + G)]; };
+        double total = 0.0, variance_sum = 0.0, scale_sum = 0.0;
         int npix = 0;
-        for (int ii = (i - H > 0 ? i - H : 0); ii < (i + H + 1 < ny ? i + H + 1 : ny); ++ii) {
+        for (int ii = (i - H > 0 ? i - H : 0); ii < (i + H + 1 < ny ? i + H + 1 : ny); ++ii)
             for (int jj = (j - H > 0 ? j - H : 0); jj < (j + H + 1 < nx ? j + H + 1 : nx); ++jj) {
-                const int k = (ii - i + G) * S + (jj - j + G);
-                const float vq = sv[k];
-                if (!isfinite(vq) || sc[k] == 2) continue;
+                if (!usable(ii, jj)) continue;
                 const long long q = (long long)ii * nx + jj;
-                float s, vq_var;
-                pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, vq_var);
+                float s, pvar;
+                pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, pvar);
                 const double g = gmap ? (double)gmap[q] : P.gain;
                 const double scale = (double)norm[q] * g;
-                total += (double)vq * scale;
+                total += (double)value(ii, jj) * scale;
                 scale_sum += scale;
-                var += (double)vq_var * g * g;
-                if (vq > 0.0f) {
-                    const double wt = (double)vq * scale;
-                    wsum += wt;
-                    wi += wt * ii;
-                    wj += wt * jj;
-                }
+                variance_sum += (double)pvar * g * g;
                 ++npix;
             }
-        }
-        const float v0 = sv[G * S + G];
         const long long p = (long long)i * nx + j;
         const double fpos = fpos_peak[p];
         const double s_bg = interp_peak(B.sem, fpos, nbins);
-        var += scale_sum * scale_sum * s_bg * s_bg;
+        variance_sum += scale_sum * scale_sum * s_bg * s_bg;
         const double g0 = gmap ? (double)gmap[p] : P.gain;
-        const double row = wi / wsum, col = wj / wsum;
+        // Gaussian-windowed centroid over the 5 x 5 box, iterated to its fixed point (peaks.py _centroid)
+        const int i0 = i - 2 > 0 ? i - 2 : 0, i1 = i + 3 < ny ? i + 3 : ny;
+        const int j0 = j - 2 > 0 ? j - 2 : 0, j1 = j + 3 < nx ? j + 3 : nx;
+        double wsum = 0.0, wi = 0.0, wj = 0.0;
+        for (int ii = i0; ii < i1; ++ii)
+            for (int jj = j0; jj < j1; ++jj)
+                if (usable(ii, jj) && value(ii, jj) > 0.0f) {
+                    const double vq = (double)value(ii, jj);
+                    wsum += vq;
+                    wi += vq * (double)ii;
+                    wj += vq * (double)jj;
+                }
+        double row = wi / wsum, col = wj / wsum;
+        for (int it = 0; it < 20; ++it) {
+            wsum = 0.0; wi = 0.0; wj = 0.0;
+            for (int ii = i0; ii < i1; ++ii)
+                for (int jj = j0; jj < j1; ++jj)
+                    if (usable(ii, jj)) {
+                        const double di = (double)ii - row, dj = (double)jj - col;
+                        const double wt = (double)value(ii, jj) * exp(-(di * di + dj * dj) * 0.5);
+                        wsum += wt;
+                        wi += wt * (double)ii;
+                        wj += wt * (double)jj;
+                    }
+            if (!(wsum > 0.0)) break;
+            const double new_row = wi / wsum, new_col = wj / wsum;
+            if (fabs(new_row - i) > 1.0 || fabs(new_col - j) > 1.0) break;
+            const double moved = fabs(new_row - row) + fabs(new_col - col);
+            row = new_row;
+            col = new_col;
+            if (moved < 1e-4) break;
+        }
         double* o = out_f + pos * 7;
         o[0] = row;
         o[1] = col;
         o[2] = total;
-        o[3] = sqrt(var);
-        o[4] = (double)(v0 * norm[p]) * g0;
+        o[3] = sqrt(variance_sum);
+        o[4] = (double)(sv[G * S + G] * norm[p]) * g0;
         o[5] = interp_peak(B.mean, fpos, nbins) * (double)norm[p] * g0;
         if (dspacing) {
             int rr = (int)floor(row + 0.5), cc = (int)floor(col + 0.5);
