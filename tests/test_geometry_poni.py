@@ -169,3 +169,19 @@ def test_any_poni_round_trips_exactly(tmp_path, dist, poni, rot, wavelength, det
     original = Poni(dist, *poni, *rot, wavelength, detector)
     write_poni(original, tmp_path / "any.poni")
     assert read_poni(tmp_path / "any.poni") == original
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_center_of_tilted_geometries_agrees_with_pyfai_getfit2d(seed):
+    rng = np.random.default_rng(seed)
+    params = dict(dist=rng.uniform(0.1, 1.0), poni1=rng.uniform(0, 0.2), poni2=rng.uniform(0, 0.2),
+                  rot1=rng.uniform(-0.5, 0.5), rot2=rng.uniform(-0.5, 0.5), rot3=rng.uniform(-3, 3),
+                  wavelength=1e-10)
+    poni = Poni(**params, detector=get_detector("pilatus1m"))
+    fit2d = Geometry(detector=pyFAI.detector_factory("Pilatus1M"), **params).getFit2D()
+    assert poni.beam_center_px() == pytest.approx((fit2d["centerX"], fit2d["centerY"]), rel=1e-12)
+    assert poni.beam_distance_m() * 1e3 == pytest.approx(fit2d["directDist"], rel=1e-12)
+    # the direct beam's pixel sees 2theta = 0 at its own position: round trip through from_beam_center
+    untilted = Poni.from_beam_center(poni.detector, 0.3, (12.5, 40.25), 1e-10)
+    assert untilted.beam_center_px() == pytest.approx((12.5, 40.25), rel=1e-15)
+    assert untilted.beam_distance_m() == pytest.approx(0.3, rel=1e-15)

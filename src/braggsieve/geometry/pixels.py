@@ -24,22 +24,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..errors import ParameterError
-from .poni import Poni
+from .poni import Poni, rotation_matrix
 
 RADIAL_UNITS = ("q_nm^-1", "2th_deg", "r_mm")
-
-
-def rotation_matrix(rot1: float, rot2: float, rot3: float) -> np.ndarray:
-    """3x3 rotation from detector to laboratory coordinates: ``R3 @ R2 @ R1`` where ``Rk`` turns by ``rotk``
-    about axis k (axis 1 along the detector rows/poni1, axis 2 along its columns/poni2, axis 3 along the beam),
-    with pyFAI's senses."""
-    c1, s1 = np.cos(rot1), np.sin(rot1)
-    c2, s2 = np.cos(rot2), np.sin(rot2)
-    c3, s3 = np.cos(rot3), np.sin(rot3)
-    about1 = np.array([[1.0, 0.0, 0.0], [0.0, c1, s1], [0.0, -s1, c1]])
-    about2 = np.array([[c2, 0.0, -s2], [0.0, 1.0, 0.0], [s2, 0.0, c2]])
-    about3 = np.array([[c3, -s3, 0.0], [s3, c3, 0.0], [0.0, 0.0, 1.0]])
-    return about3 @ about2 @ about1
 
 
 # Quantities computed by the kernel, from the laboratory position x of a point and two parameters (a, b).

@@ -19,6 +19,8 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import InputError, ParameterError
 from .detectors import DETECTORS, ORIENTATIONS, Detector, get_detector
 
@@ -28,6 +30,19 @@ POSITION_FIELDS = {"dist": "Distance", "poni1": "Poni1", "poni2": "Poni2",
                    "rot1": "Rot1", "rot2": "Rot2", "rot3": "Rot3"}
 # Key written for a braggsieve detector that pyFAI has no class for (pyFAI ignores unknown keys).
 LAYOUT_KEY = "braggsieve_detector"
+
+
+def rotation_matrix(rot1: float, rot2: float, rot3: float) -> np.ndarray:
+    """3x3 rotation from detector to laboratory coordinates: ``R3 @ R2 @ R1`` where ``Rk`` turns by ``rotk``
+    about axis k (axis 1 along the detector rows/poni1, axis 2 along its columns/poni2, axis 3 along the beam),
+    with pyFAI's senses."""
+    c1, s1 = np.cos(rot1), np.sin(rot1)
+    c2, s2 = np.cos(rot2), np.sin(rot2)
+    c3, s3 = np.cos(rot3), np.sin(rot3)
+    about1 = np.array([[1.0, 0.0, 0.0], [0.0, c1, s1], [0.0, -s1, c1]])
+    about2 = np.array([[c2, 0.0, -s2], [0.0, 1.0, 0.0], [s2, 0.0, c2]])
+    about3 = np.array([[c3, -s3, 0.0], [s3, c3, 0.0], [0.0, 0.0, 1.0]])
+    return about3 @ about2 @ about1
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,26 @@ class Poni:
         return cls(dist=float(distance_m), poni1=float(y_slow) * detector.pixel_size[0],
                    poni2=float(x_fast) * detector.pixel_size[1], rot1=0.0, rot2=0.0, rot3=0.0,
                    wavelength=None if wavelength_m is None else float(wavelength_m), detector=detector)
+
+    def _beam_offset(self) -> np.ndarray:
+        """(d1, d2, dist) in metres from the PONI to where the direct beam (lab axis 3) meets the plane."""
+        beam_in_detector = rotation_matrix(self.rot1, self.rot2, self.rot3)[2]  # R^T (0, 0, 1)
+        if not beam_in_detector[2] > 1e-12:
+            raise ParameterError("the direct beam does not meet the detector plane (tilt of 90 degrees or more)")
+        return beam_in_detector * (self.dist / beam_in_detector[2])
+
+    def beam_center_px(self) -> tuple[float, float]:
+        """(x_fast, y_slow) in pixels from the detector's outer corner where the direct beam meets the detector
+        plane (the inverse of :meth:`from_beam_center`; with tilts, pyFAI's ``getFit2D`` centerX/centerY):
+        what NXmx ``beam_center_x/y`` and miniCBF ``Beam_xy`` hold."""
+        d1, d2, _ = self._beam_offset()
+        return (float((self.poni2 + d2) / self.detector.pixel_size[1]),
+                float((self.poni1 + d1) / self.detector.pixel_size[0]))
+
+    def beam_distance_m(self) -> float:
+        """Distance in metres from the sample to where the direct beam meets the detector (= ``dist`` without
+        tilt; pyFAI's ``getFit2D`` directDist / 1000)."""
+        return float(np.linalg.norm(self._beam_offset()))
 
     def for_shape(self, shape: tuple[int, int]) -> "Poni":
         """This geometry for frames of ``shape`` (see :meth:`Detector.for_shape`)."""
