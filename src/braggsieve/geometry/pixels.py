@@ -1,7 +1,7 @@
 """Per-pixel maps of a PONI geometry: 2theta, chi, q, r, solid angle, polarisation, d-spacing.
 
 Every function takes a :class:`~braggsieve.geometry.poni.Poni` whose detector has a known shape and returns a
-float64 array of that shape (ny, nx), computed with numpy from the pixel positions, in pyFAI's conventions
+float64 array of that shape (ny, nx), computed in float64 from the pixel positions, in pyFAI's conventions
 (the values agree with pyFAI's ``AzimuthalIntegrator`` arrays on the same PONI):
 
 * a pixel's position ``(p1, p2)`` in the detector plane (see :mod:`~braggsieve.geometry.detectors`) is taken
