@@ -33,6 +33,9 @@ def register(subparsers) -> None:
                         help="background noise model (default: gaussian)")
     parser.add_argument("--noise-factor", type=float, default=1.0, metavar="FACTOR",
                         help="scale of the gaussian noise's std, 0..1 (FabIO's --noise; default: 1)")
+    parser.add_argument("--no-truncate", action="store_true",
+                        help="do not redraw noise above the picking threshold stated in the file (by default a "
+                             "pixel that was not stored stays below that threshold, as in the original frames)")
     parser.add_argument("--seed", type=int, default=None, help="random seed, to reproduce frames exactly")
     parser.add_argument("--dummy", type=float, default=None,
                         help="value of masked pixels (default: the file's dummy, 0 for integer data)")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.noise_factor:
         raise ParameterError(f"--noise-factor must be >= 0, got {args.noise_factor}")
     files = densify_run(args.sparse, args.output, fmt=args.format, noise=args.noise, factor=args.noise_factor,
-                        seed=args.seed, dummy=args.dummy, frames_per_file=args.frames_per_file,
+                        seed=args.seed, dummy=args.dummy, truncate=not args.no_truncate, frames_per_file=args.frames_per_file,
                         batch_size=args.batch_size)
     shown = ", ".join(str(f) for f in files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
     print(f"wrote {shown}")

@@ -11,6 +11,9 @@ exact values.  Noise models:
 * ``poisson``: ``Poisson(mean * normalization)`` counts -- the right model for counting detectors, whose
   background is photon shot noise; ``factor`` is not used.
 
+With ``truncate`` (the picking's cutoff and noise floor) a noisy value above the picking threshold is drawn
+again: such a pixel would have been stored, so the unstored ones were all below it.
+
 Integer outputs are rounded half up (``floor(x + 0.5)``, which equals FabIO's ``(int)(x + 0.5)`` for x >= -0.5)
 and clamped to the dtype's range.  Random numbers come from a counter-based generator keyed by
 ``(seed, frame number in the file, row)``, so a seeded run gives the same frames whatever the number of threads or the
@@ -108,9 +111,30 @@ def _bin_positions(radius_map, r0, idelta, nbins):
     return pos, frac
 
 
+@numba.njit(cache=True)
+def _draw(state, spare, has_spare, model, mean, std, norm, factor):
+    """One noisy background value (normalised units): model 1 = max(0, N(mean, factor * std)) with
+    Marsaglia's polar method (two deviates per accepted pair, the spare kept for the next pixel), model 2 =
+    Poisson(mean * norm) / norm.  Returns (state, spare, has_spare, value)."""
+    if model == 1:
+        if has_spare:
+            return state, 0.0, False, max(0.0, mean + factor * std * spare)
+        s, u1, u2 = 2.0, 0.0, 0.0
+        while s >= 1.0 or s == 0.0:
+            state, u1 = _uniform(state)
+            state, u2 = _uniform(state)
+            u1 = 2.0 * u1 - 1.0
+            u2 = 2.0 * u2 - 1.0
+            s = u1 * u1 + u2 * u2
+        s = np.sqrt(-2.0 * np.log(s) / s)
+        return state, u2 * s, True, max(0.0, mean + factor * std * u1 * s)
+    state, counts = _poisson(state, max(mean * norm, 0.0))
+    return state, spare, has_spare, counts / norm
+
+
 @numba.njit(cache=True, parallel=True)
 def _densify_kernel(pos, frac, bg, bg_std, normalization, has_norm, frame_ptr, index, intensity, dummy, model,
-                    factor, seed, first_frame, is_integer, lo, hi, out):
+                    factor, seed, first_frame, truncate, cutoff, noise_floor, is_integer, lo, hi, out):
     nframes, ny, nx = out.shape
     nbins = bg.shape[1]
     key = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
@@ -127,29 +151,19 @@ def _densify_kernel(pos, frac, bg, bg_std, normalization, has_norm, frame_ptr, i
                 continue
             w = frac[i, j]
             nxt = min(p + 1, nbins - 1)
-            value = (1.0 - w) * bg[f, p] + w * bg[f, nxt]
+            mean = (1.0 - w) * bg[f, p] + w * bg[f, nxt]
             norm = np.float64(normalization[i, j]) if has_norm else 1.0
-            if model == 1:
-                std = (1.0 - w) * bg_std[f, p] + w * bg_std[f, nxt]
-                if has_spare:
-                    z = spare
-                    has_spare = False
-                else:  # Marsaglia's polar method: two deviates per accepted pair
-                    s = 2.0
-                    while s >= 1.0 or s == 0.0:
-                        state, u1 = _uniform(state)
-                        state, u2 = _uniform(state)
-                        u1 = 2.0 * u1 - 1.0
-                        u2 = 2.0 * u2 - 1.0
-                        s = u1 * u1 + u2 * u2
-                    s = np.sqrt(-2.0 * np.log(s) / s)
-                    z = u1 * s
-                    spare = u2 * s
-                    has_spare = True
-                value = max(0.0, value + factor * std * z)
-            elif model == 2:
-                state, value = _poisson(state, max(value * norm, 0.0))
-                norm = 1.0
+            std = (1.0 - w) * bg_std[f, p] + w * bg_std[f, nxt]
+            # a pixel that was not stored was at most this high (normalised units): the picking threshold
+            ceiling = mean + max(noise_floor, cutoff * np.sqrt(std * std + noise_floor * noise_floor))
+            value = mean
+            if model != 0:
+                for _ in range(32 if truncate else 1):
+                    state, spare, has_spare, value = _draw(state, spare, has_spare, model, mean, std, norm, factor)
+                    if value <= ceiling:
+                        break
+                if truncate and value > ceiling:  # (almost) never after 32 draws
+                    value = ceiling
             value *= norm
             if is_integer:
                 value = min(max(np.floor(value + 0.5), lo), hi)
@@ -197,7 +211,7 @@ class Densifier:
 
     def __call__(self, background_avg: np.ndarray, background_std: np.ndarray | None, frame_ptr: np.ndarray,
                  index: np.ndarray, intensity: np.ndarray, *, noise: str = "none", factor: float = 1.0,
-                 seed: int = 0, first_frame: int = 0) -> np.ndarray:
+                 seed: int = 0, first_frame: int = 0, truncate: tuple[float, float] | None = None) -> np.ndarray:
         """Dense frames ``(nframes, ny, nx)`` of ``self.dtype``.
 
         Args:
@@ -211,6 +225,9 @@ class Densifier:
             factor: scale of the gaussian noise's std (FabIO's ``noisy`` factor).
             seed: random seed; first_frame: number in the file of the first frame, so that a frame gets the
                 same noise whatever batch it is densified in.
+            truncate: ``(cutoff_pick, noise)`` of the picking that made the file: noisy values above that
+                picking threshold are drawn again, since a pixel that high would have been stored (without it
+                the densified frames hold about twice as many high pixels as the originals); None: no limit.
         """
         if noise not in _MODEL_CODE:
             raise ParameterError(f"unknown noise model {noise!r}; choose one of {', '.join(NOISE_MODELS)}")
@@ -219,17 +236,18 @@ class Densifier:
         if bg.shape != (nframes, self.nbins):
             raise ParameterError(f"densify: background of shape {bg.shape} for {nframes} frames of "
                                  f"{self.nbins} bins")
-        if noise == "gaussian":
-            if background_std is None:
-                raise ParameterError("densify: gaussian noise needs background_std")
-            std = np.atleast_2d(np.asarray(background_std, dtype=np.float32))
-        else:
+        if background_std is None:
+            if noise == "gaussian" or truncate is not None:
+                raise ParameterError("densify: gaussian noise and truncation need background_std")
             std = bg
+        else:
+            std = np.atleast_2d(np.asarray(background_std, dtype=np.float32))
         ptr = np.asarray(frame_ptr, dtype=np.int64)
         ptr = ptr - ptr[0]
         out = np.empty((nframes,) + self.shape, self.dtype)
         _densify_kernel(self.pos, self.frac, bg, std, self.normalization, self.has_norm, ptr,
                         np.ascontiguousarray(index, dtype=np.uint32), np.ascontiguousarray(intensity),
                         self.dummy, _MODEL_CODE[noise], float(factor), int(seed) & 0xFFFFFFFFFFFFFFFF,
-                        int(first_frame), self.is_integer, *self.limits, out)
+                        int(first_frame), truncate is not None and noise != "none",
+                        *(truncate if truncate is not None else (0.0, 0.0)), self.is_integer, *self.limits, out)
         return out

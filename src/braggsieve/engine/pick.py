@@ -6,7 +6,10 @@ A pixel of frame ``f`` at radial position ``r`` (its centre, in the binning's un
 
 with ``bg_f`` and ``std_f`` the clipped mean and pixel standard deviation of the radial profile (normalised
 units), interpolated linearly in ``r`` between bin centres and clamped to the first/last bin, and ``r`` inside
-``binning.radial_range``.  Pixels that the preprocessing invalidated for this frame only because they reached
+``binning.radial_range``.  With ``cutoff_spot`` S > 0, the 8 neighbours (valid, inside the range) of every pixel
+whose excess exceeds ``S * sqrt(std_f(r)**2 + noise**2)`` are kept too: the faint wings of Bragg spots, which
+lie below the picking threshold, would otherwise be replaced by background on densification and the spots'
+integrated intensities would shrink.  Pixels that the preprocessing invalidated for this frame only because they reached
 the saturation cut-off are kept too (their raw value is stored), so that densified frames still show the
 overloads of the strongest reflections instead of a hole filled with background.
 
@@ -36,7 +39,13 @@ class PickParams:
                           "(photons for a counting detector); a kept pixel always exceeds the background by at "
                           "least NOISE")
 
+    cutoff_spot: float = option(0.0, "also keep the 8 neighbours of every pixel exceeding the background by more than "
+                                "S times sqrt(std^2 + noise^2), so that the faint wings of Bragg spots survive "
+                                "(0 = off; 4 keeps spot wings at a few %% more pixels)", metavar="S")
+
     def __post_init__(self):
+        if self.cutoff_spot < 0:
+            raise ParameterError(f"--cutoff-spot must be >= 0, got {self.cutoff_spot}")
         if self.cutoff_pick < 0:
             raise ParameterError(f"--cutoff-pick must be >= 0, got {self.cutoff_pick}")
         if self.noise < 0:
@@ -63,7 +72,8 @@ def filled_background(profile: RadialProfile) -> tuple[np.ndarray, np.ndarray]:
 
 @numba.njit(cache=True, inline="always")
 def _threshold_at(r, r0, inv_step, nbins, bg, thr_std, noise, cutoff):
-    """Interpolated background at radius ``r`` and the picking margin above it (see module docstring)."""
+    """Interpolated background at radius ``r``, the picking margin above it (see module docstring) and
+    sqrt(std^2 + noise^2)."""
     fpos = (r - r0) * inv_step
     if fpos <= 0.0:
         pos, frac = 0, 0.0
@@ -75,48 +85,72 @@ def _threshold_at(r, r0, inv_step, nbins, bg, thr_std, noise, cutoff):
     nxt = min(pos + 1, nbins - 1)
     mean = (1.0 - frac) * bg[pos] + frac * bg[nxt]
     std = (1.0 - frac) * thr_std[pos] + frac * thr_std[nxt]
-    margin = max(noise, cutoff * np.sqrt(std * std + noise * noise))
-    return mean, margin
-
-
-@numba.njit(cache=True, inline="always")
-def _is_kept(f, i, j, signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise, cutoff,
-             saturation):
-    r = pixel_radius[i, j]
-    if not (r >= r_lo and r < r_hi):  # also false for NaN (statically masked)
-        return False
-    s = signal[f, i, j]
-    if not np.isfinite(s):
-        return raw[f, i, j] >= saturation  # dynamically invalid: keep overloads only
-    mean, margin = _threshold_at(r, r0, inv_step, bg.shape[1], bg[f], std[f], noise, cutoff)
-    return s / norm[i, j] - mean > margin
+    sigma = np.sqrt(std * std + noise * noise)
+    return mean, max(noise, cutoff * sigma), sigma
 
 
 @numba.njit(cache=True, parallel=True)
-def _count_rows(signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise, cutoff, saturation):
+def _classify(signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise, cutoff, spot_cutoff,
+              saturation):
+    """uint8 (n, ny, nx): 0 = background, 1 = above the picking threshold (or overloaded), 2 = also above the
+    spot threshold (its 8 neighbours are kept too)."""
     nframes, ny, nx = signal.shape
+    state = np.zeros((nframes, ny, nx), np.uint8)
+    for row in numba.prange(nframes * ny):
+        f, i = row // ny, row % ny
+        for j in range(nx):
+            r = pixel_radius[i, j]
+            if not (r >= r_lo and r < r_hi):  # also false for NaN (statically masked)
+                continue
+            s = signal[f, i, j]
+            if not np.isfinite(s):
+                if raw[f, i, j] >= saturation:  # dynamically invalid: keep overloads only
+                    state[f, i, j] = 2 if spot_cutoff > 0 else 1
+                continue
+            mean, margin, sigma = _threshold_at(r, r0, inv_step, bg.shape[1], bg[f], std[f], noise, cutoff)
+            excess = s / norm[i, j] - mean
+            if excess > margin:
+                state[f, i, j] = 2 if (spot_cutoff > 0 and excess > spot_cutoff * sigma) else 1
+    return state
+
+
+@numba.njit(cache=True, inline="always")
+def _is_kept(state, f, i, j, grow):
+    if state[f, i, j] > 0:
+        return True
+    if not grow:
+        return False
+    ny, nx = state.shape[1], state.shape[2]
+    for di in range(-1, 2):
+        for dj in range(-1, 2):
+            ii, jj = i + di, j + dj
+            if 0 <= ii < ny and 0 <= jj < nx and state[f, ii, jj] == 2:
+                return True
+    return False
+
+
+@numba.njit(cache=True, parallel=True)
+def _count_rows(state, valid, grow):
+    nframes, ny, nx = state.shape
     counts = np.zeros(nframes * ny, np.int64)
     for row in numba.prange(nframes * ny):
         f, i = row // ny, row % ny
         c = 0
         for j in range(nx):
-            if _is_kept(f, i, j, signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise,
-                        cutoff, saturation):
+            if valid[i, j] and _is_kept(state, f, i, j, grow):
                 c += 1
         counts[row] = c
     return counts
 
 
 @numba.njit(cache=True, parallel=True)
-def _fill_rows(signal, raw, dark, has_dark, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise, cutoff,
-               saturation, row_start, index, intensity, is_integer, lo, hi):
-    nframes, ny, nx = signal.shape
+def _fill_rows(state, valid, grow, raw, dark, has_dark, row_start, index, intensity, is_integer, lo, hi):
+    nframes, ny, nx = state.shape
     for row in numba.prange(nframes * ny):
         f, i = row // ny, row % ny
         k = row_start[row]
         for j in range(nx):
-            if _is_kept(f, i, j, signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise,
-                        cutoff, saturation):
+            if valid[i, j] and _is_kept(state, f, i, j, grow):
                 index[k] = i * nx + j
                 if has_dark:
                     value = np.float64(raw[f, i, j]) - dark[i, j]
@@ -161,9 +195,13 @@ def pick_pixels(frames_raw: np.ndarray, pre, binning, profile: RadialProfile, pa
     if norm.ndim == 0:
         norm = np.full((ny, nx), norm, np.float32)
     pixel_radius = np.ascontiguousarray(binning.pixel_radius, dtype=np.float32)
-    args = (norm, pixel_radius, r_lo, r_hi, float(radial[0]), 1.0 / step, bg.astype(np.float64),
-            std.astype(np.float64), float(params.noise), float(params.cutoff_pick), saturation)
-    counts = _count_rows(signal, raw, *args)
+    state = _classify(signal, raw, norm, pixel_radius, r_lo, r_hi, float(radial[0]), 1.0 / step,
+                      bg.astype(np.float64), std.astype(np.float64), float(params.noise), float(params.cutoff_pick),
+                      float(params.cutoff_spot), saturation)
+    # neighbours of spot pixels are kept when they are valid pixels inside the radial range
+    valid = (pixel_radius >= r_lo) & (pixel_radius < r_hi)
+    grow = params.cutoff_spot > 0
+    counts = _count_rows(state, valid, grow)
     row_start = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=row_start[1:])
     total = int(row_start[-1])
@@ -177,7 +215,7 @@ def pick_pixels(frames_raw: np.ndarray, pre, binning, profile: RadialProfile, pa
     dark_arr = np.ascontiguousarray(dark, dtype=np.float32) if has_dark else np.zeros((1, 1), np.float32)
     is_integer = out_dtype.kind in "iu"
     lo, hi = ((float(np.iinfo(out_dtype).min), float(np.iinfo(out_dtype).max)) if is_integer else (0.0, 0.0))
-    _fill_rows(signal, raw, dark_arr, has_dark, *args, row_start, index, intensity, is_integer, lo, hi)
+    _fill_rows(state, valid, grow, raw, dark_arr, has_dark, row_start, index, intensity, is_integer, lo, hi)
     frame_ptr = row_start[::ny].copy()
     return SparseFrames(frame_ptr=frame_ptr, index=index, intensity=intensity, background_avg=bg,
                         background_std=std, radial=radial, unit=binning.unit)

@@ -116,7 +116,7 @@ def spot_intensities(frame: np.ndarray, rows: np.ndarray, cols: np.ndarray,
         ring = (dist >= ANNULUS[0]) & (dist <= ANNULUS[1]) & ok
         if not ok[disc].all() or ring.sum() < 10:
             continue
-        bg = np.median(patch[ring])
+        bg = np.mean(patch[ring])
         out_i[k] = patch[disc].sum() - disc.sum() * bg
         out_s[k] = np.sqrt(max(patch[disc].sum(), 1.0) + disc.sum() ** 2 * patch[ring].var() / ring.sum())
     return out_i, out_s
@@ -173,7 +173,9 @@ def round_trip_report(original, densified, sparse_path, truth_path=None, batch_s
     valid = ~corrections.mask
     ratios, spots_o, spots_d, total = [], [], [], 0
     for (orig, ids), (dens, _) in zip(original.iter_batches(batch_size), densified.iter_batches(batch_size)):
-        ratios.append(clipped_std(dens, binning, corrections, clip) / clipped_std(orig, binning, corrections, clip))
+        reference = clipped_std(orig, binning, corrections, clip)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(np.where(reference > 0, clipped_std(dens, binning, corrections, clip) / reference, np.nan))
         if truth is None:
             continue
         for k, frame_number in enumerate(ids.index):  # the truth numbers the frames of the simulated file

@@ -108,6 +108,7 @@ def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, 
 
 def densify_run(sparse_path: str | os.PathLike, output: str | os.PathLike, *, fmt: str = "eiger",
                 noise: str = "gaussian", factor: float = 1.0, seed: int | None = None, dummy=None,
+                truncate: bool = True,
                 frames_per_file: int = 1000, batch_size: int = 8, progress: bool | None = None) -> list[Path]:
     """Rebuild the dense frames of a sparse-frames file and write them as ``fmt``.
 
@@ -132,6 +133,10 @@ def densify_run(sparse_path: str | os.PathLike, output: str | os.PathLike, *, fm
         geometry = sparse.configuration.get("geometry", {})
         if info.get("wavelength") is None and geometry.get("wavelength"):
             info["wavelength"] = float(geometry["wavelength"])
+        picking = sparse.configuration.get("sparsify", {})
+        limit = None
+        if truncate and picking.get("cutoff_pick") is not None:
+            limit = (float(picking["cutoff_pick"]), float(picking.get("noise") or 0.0))
         bar = tqdm(total=sparse.nframes, unit="frame", desc="densify",
                    disable=None if progress is None else not progress)
 
@@ -139,7 +144,8 @@ def densify_run(sparse_path: str | os.PathLike, output: str | os.PathLike, *, fm
             for start in range(0, sparse.nframes, batch_size):
                 batch = sparse.read(start, start + batch_size)
                 frames = densify(batch.background_avg, batch.background_std, batch.frame_ptr, batch.index,
-                                 batch.intensity, noise=noise, factor=factor, seed=seed, first_frame=start)
+                                 batch.intensity, noise=noise, factor=factor, seed=seed, first_frame=start,
+                                 truncate=limit)
                 bar.update(len(frames))
                 yield frames
 
