@@ -26,6 +26,7 @@ COMMANDS: list[str] = [
     "mask",
     "poni",
     "process",
+    "report",
     "monitor",
 ]
 

@@ -117,19 +117,19 @@ def picking_threshold(mean: np.ndarray, std: np.ndarray, cutoff_pick: float, noi
 
 def draw_background(ax, radial: np.ndarray, mean: np.ndarray, std: np.ndarray, *, unit: str,
                     cutoff_pick: float | None = None, noise: float = 1.0, pixels: tuple | None = None,
-                    max_points: int = 200_000, seed: int = 0) -> None:
+                    pixels_label: str = "pixels (I / norm)", max_points: int = 200_000, seed: int = 0) -> None:
     """The background of one frame: clipped mean per bin with its +-1 std band (``radial``, ``mean``, ``std``:
     (nbins,), normalised units) and, given ``cutoff_pick``, the picking threshold.  ``pixels``: optional
-    (radius, value) arrays of the frame's pixels (same unit, normalised), drawn as faint dots (a random
-    subset of at most ``max_points``) so the Bragg pixels above the threshold show."""
+    (radius, value) arrays of pixels (same unit, normalised; e.g. the frame's, or those picking kept), drawn
+    as dots (a random subset of at most ``max_points``) labelled ``pixels_label``."""
     radial, mean, std = (np.asarray(a, dtype=np.float64) for a in (radial, mean, std))
     if pixels is not None:
         radius, value = (np.ravel(np.asarray(a, dtype=np.float32)) for a in pixels)
         finite = np.flatnonzero(np.isfinite(radius) & np.isfinite(value))
         if finite.size > max_points:
             finite = np.random.default_rng(seed).choice(finite, max_points, replace=False)
-        ax.plot(radius[finite], value[finite], ",", color="0.55", alpha=0.5, rasterized=True,
-                label="pixels (I / norm)")
+        ax.plot(radius[finite], value[finite], ".", ms=2, color="0.45", alpha=0.6, rasterized=True,
+                label=pixels_label)
     ax.fill_between(radial, mean - std, mean + std, color="tab:blue", alpha=0.25, label="clipped mean +- std")
     ax.plot(radial, mean, color="tab:blue", lw=1.5, label="background (clipped mean)")
     if cutoff_pick is not None:
