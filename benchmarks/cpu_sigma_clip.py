@@ -9,6 +9,10 @@ warm-up, for: braggsieve preprocess alone, braggsieve preprocess + sigma_clip (w
 pyFAI sigma_clip_ng, and the ratio.  Also checks that both give the same background.
 
     .venv/bin/python benchmarks/cpu_sigma_clip.py [--repeats 7] [--batch 1]
+
+On a machine busier than its cores (load average above the core count), OpenMP's spinning threads waste
+the CPU: compare with NUMBA_THREADING_LAYER=workqueue or OMP_WAIT_POLICY=passive (the latter also applies to
+pyFAI's OpenMP loops).
 """
 from __future__ import annotations
 
@@ -89,7 +93,8 @@ def main():
     filled = ref.count > 10
     agree = np.max(np.abs(ours.mean[0][filled] / ref.intensity[filled] - 1))
     print(f"frame {shape[0]}x{shape[1]} uint32, {binning.nnz} pixels binned, 1000 bins, poisson, Chauvenet, "
-          f"5 cycles, batch {args.batch}, numba threads {numba.get_num_threads()}, "
+          f"5 cycles, batch {args.batch}, numba threads {numba.get_num_threads()} ({numba.threading_layer()}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}), "
           f"load average {os.getloadavg()[0]:.2f}")
     print("per frame                      wall ms    CPU ms (all threads)")
     print(f"braggsieve preprocess          {t_pre * 1e3:8.1f}  {c_pre * 1e3:8.1f}")
