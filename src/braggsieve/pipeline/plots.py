@@ -87,9 +87,9 @@ def draw_frame(ax, frame: np.ndarray, *, mask: np.ndarray | None = None, peaks_r
     low, high = (np.percentile(positive, [1, 99.9]) if positive.size else (1.0, 10.0))
     high = max(high, low * 10)
     shown, factor = max_pool(image)
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.55", under="black")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.55")
     extent = (-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5)
-    picture = ax.imshow(np.maximum(shown, low * 0.999), norm=LogNorm(low, high), cmap=cmap, extent=extent,
+    picture = ax.imshow(np.clip(shown, low, high), norm=LogNorm(low, high), cmap=cmap, extent=extent,
                         interpolation="nearest", origin="upper")
     ax.figure.colorbar(picture, ax=ax, shrink=0.85, label="counts" + (f" (max of {factor}x{factor})"
                                                                        if factor > 1 else ""))
@@ -231,7 +231,7 @@ def draw_fraction_kept(ax, npeaks: np.ndarray, min_peaks: int, indexed: np.ndarr
     ax.axvline(min_peaks, color="tab:red", label=label)
     ax.set(xlabel="veto threshold (min peaks per frame)", ylabel="fraction kept", ylim=(0, 1.02),
            title="veto curve")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
 
 
 def veto_figure(npeaks: np.ndarray, min_peaks: int, indexed: np.ndarray | None = None, title: str = ""):

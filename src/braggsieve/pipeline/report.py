@@ -206,8 +206,8 @@ def render_html(report: Report) -> str:
         f'{base64.b64encode(png).decode()}"><figcaption>{esc(caption)}</figcaption></figure>'
         for title, caption, png in report.figures)
     parameters = "\n".join(
-        f"<h3>{esc(name)}</h3><table>" + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
-                                                 for k, v in values.items()) + "</table>"
+        f"<div><h3>{esc(name)}</h3><table>" + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
+                                                 for k, v in values.items()) + "</table></div>"
         for name, values in report.parameters.items())
     notes = "".join(f"<li>{esc(n)}</li>" for n in report.notes)
     stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -225,13 +225,14 @@ table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 3px 
 th {{ color: #5d6b7d; font-weight: 500; }} td {{ font-variant-numeric: tabular-nums; }}
 img {{ max-width: 100%; }} figcaption {{ color: #5d6b7d; font-size: 12px; }}
 .notes li {{ color: #8c3b1f; }}
+.parameters {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 0 16px; }}
 </style></head>
 <body><header><h1>{esc(report.title)}</h1><p>generated {esc(stamp)} by braggsieve report</p></header>
 <main>
 <section><h2>Run summary</h2><table id="summary">{rows}</table></section>
 {f'<section class="notes"><h2>Not shown</h2><ul>{notes}</ul></section>' if notes else ''}
 {figures}
-{f'<section><h2>Parameters</h2>{parameters}</section>' if parameters else ''}
+{f'<section><h2>Parameters</h2><div class="parameters">{parameters}</div></section>' if parameters else ''}
 </main></body></html>
 """
 
