@@ -242,3 +242,17 @@ def test_explicit_variance_dark_and_flat_match_pyfai(tilted):
     _assert_close(ai.integrate1d_ng(frame, NBINS, **kwargs), integrate(pre, binning, "variance"))
     _assert_close(ai.sigma_clip_ng(frame, NBINS, thres=0.0, max_iter=5, **kwargs),
                   sigma_clip(pre, binning, "variance", ClipParams()))
+
+
+def test_cached_layout_follows_the_norm_in_use(tilted):
+    """Alternating two corrections on one binning gives each its own result (the CSR-ordered norm is cached)."""
+    ai, frame, mask = tilted
+    binning, pre_flat = _ours(ai, frame, mask, "q_nm^-1", "poisson", "none")
+    _, pre_solid = _ours(ai, frame, mask, "q_nm^-1", "poisson", "solid_angle+polarization")
+    fresh = {name: sigma_clip(type(pre)(pre.signal, pre.variance, pre.norm.copy()), binning, "poisson",
+                              ClipParams()).mean  # a writable copy is never cached
+             for name, pre in (("flat", pre_flat), ("solid", pre_solid))}
+    for name, pre in (("flat", pre_flat), ("solid", pre_solid), ("flat", pre_flat), ("solid", pre_solid)):
+        assert not pre.norm.flags.writeable
+        np.testing.assert_array_equal(sigma_clip(pre, binning, "poisson", ClipParams()).mean, fresh[name])
+    assert not np.allclose(fresh["flat"], fresh["solid"], equal_nan=True)

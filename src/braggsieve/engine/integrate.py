@@ -222,21 +222,21 @@ def csr_layout(binning: RadialBinning, norm: np.ndarray) -> CsrLayout:
                      position=position)
 
 
-# The layout of the last (binning, norm) pair.  A run integrates batch after batch with the same binning and
-# the same read-only Corrections.norm, so this saves rebuilding it for every batch (tens of ms for 4 Mpixel);
-# a writable norm could change in place and is never cached.
-_last_layout: CsrLayout | None = None
-_last_norm: np.ndarray | None = None
+# The layout of the last (binning, norm) pair, as one tuple (norm, layout) so that threads swap it atomically.
+# A run integrates batch after batch with the same binning and the same read-only Corrections.norm, so this
+# saves rebuilding it for every batch (tens of ms for 4 Mpixel); a writable norm could change in place and is
+# never cached.
+_last_layout: tuple[np.ndarray, CsrLayout] | None = None
 
 
 def _layout_for(binning: RadialBinning, norm: np.ndarray) -> CsrLayout:
-    global _last_layout, _last_norm
-    layout, cached_norm = _last_layout, _last_norm
-    if layout is not None and layout.binning is binning and cached_norm is norm:
-        return layout
+    global _last_layout
+    cached = _last_layout
+    if cached is not None and cached[0] is norm and cached[1].binning is binning:
+        return cached[1]
     layout = csr_layout(binning, norm)
     if not norm.flags.writeable:
-        _last_layout, _last_norm = layout, norm
+        _last_layout = (norm, layout)
     return layout
 
 
