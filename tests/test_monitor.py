@@ -61,6 +61,7 @@ def test_state_counts_histogram_and_skips_malformed():
     assert state.add(decode_message([cbor2.dumps({"type": "start", "series": 7})]))
     assert state.snapshot()["frames"] == 0 and state.series == "7"
     assert state.add(decode_message([cbor2.dumps({"frame": 0, "npeaks": 12})]))
+    assert state.add({"htype": "braggsieve-end-1", "series": "7"}) and state.ended
     assert state.hits == 1  # no hit flag: npeaks >= min_peaks
 
 

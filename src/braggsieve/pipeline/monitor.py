@@ -17,7 +17,8 @@ Messages (multipart; each part that decodes as a JSON object or a CBOR map is re
   "file": <str, optional>, "index": <int, optional>, "shape": [ny, nx] (optional),
   "peaks_row": [...], "peaks_col": [...] (optional, pixels, centres at integers) or
   "peaks": [[row, col], ...]}``; ``frame_id`` and ``id`` are accepted for ``frame``;
-* ``{"type": "start", ...}`` starts a new series (counters reset); ``{"type": "end", ...}`` marks its end.
+* ``{"type": "start", ...}`` starts a new series (counters reset); ``{"type": "end", ...}`` marks its end
+  (also as ``{"htype": "braggsieve-start-1" / "braggsieve-end-1", "series": S}``, the simple format's headers).
 
 A message without ``npeaks`` and without a known ``type`` is malformed: counted and skipped, never fatal.
 Memory is bounded whatever the run length: the histogram grows with the largest peak count only.
@@ -73,6 +74,15 @@ def _peak_positions(message: dict) -> tuple[list[float], list[float]]:
     return [round(float(r), 2) for r in rows[:n]], [round(float(c), 2) for c in cols[:n]]
 
 
+def _htype_kind(htype) -> str | None:
+    """``start``/``end`` for braggsieve's simple-format headers (``braggsieve-start-1``, ``braggsieve-end-1``)."""
+    if isinstance(htype, str):
+        for kind in ("start", "end"):
+            if f"-{kind}-" in htype:
+                return kind
+    return None
+
+
 @dataclass
 class MonitorState:
     """Bounded summary of the frames received so far.
@@ -106,7 +116,7 @@ class MonitorState:
 
     def add(self, message: dict, now: float | None = None) -> bool:
         """Take one decoded message; returns False (and counts it) when it is malformed."""
-        kind = message.get("type")
+        kind = message.get("type") or _htype_kind(message.get("htype"))
         if kind == "start":
             self.reset(str(message.get("series", message.get("series_id", ""))))
             return True

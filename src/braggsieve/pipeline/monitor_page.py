@@ -85,7 +85,7 @@ PAGE = r"""<!DOCTYPE html>
     <canvas id="curve" height="220"></canvas>
   </section>
   <section class="panel half">
-    <h2>Peak-count histogram</h2>
+    <h2>Peak-count histogram <span class="kv">(red: frames kept at the threshold)</span></h2>
     <canvas id="histogram" height="250"></canvas>
   </section>
 </main>
@@ -108,6 +108,8 @@ function axes(g, w, h, xmax, ymax, xlabel, ylabel, ymaxLabel) {
   g.strokeStyle = "#9aa6b5"; g.fillStyle = "#5d6b7d"; g.lineWidth = 1;
   g.beginPath(); g.moveTo(L, T); g.lineTo(L, h - B); g.lineTo(w - R, h - B); g.stroke();
   g.textAlign = "right"; g.fillText(ymaxLabel !== undefined ? ymaxLabel : String(ymax), L - 4, T + 8); g.fillText("0", L - 4, h - B);
+  g.strokeStyle = "#e6eaf0"; g.beginPath(); g.moveTo(L + 1, (T + h - B) / 2); g.lineTo(w - R, (T + h - B) / 2); g.stroke();
+  g.fillText(ymaxLabel !== undefined ? "0.5" : String(Math.round(ymax / 2 * 10) / 10), L - 4, (T + h - B) / 2 + 4);
   g.textAlign = "center"; g.fillText(xlabel, (L + w - R) / 2, h - 6);
   g.save(); g.translate(12, (T + h - B) / 2); g.rotate(-Math.PI / 2); g.fillText(ylabel, 0, 0); g.restore();
   return { x: (v) => L + (w - R - L) * v / Math.max(xmax, 1e-9), y: (v) => h - B - (h - B - T) * v / Math.max(ymax, 1e-9),
@@ -159,11 +161,11 @@ function drawHit() {
   if (!hit) { return; }
   const rows = hit.peaks_row || [], cols = hit.peaks_col || [];
   let ny = hit.shape ? hit.shape[0] : Math.max(...rows, 1) + 1, nx = hit.shape ? hit.shape[1] : Math.max(...cols, 1) + 1;
-  const s = Math.min((w - 20) / nx, (h - 20) / ny), ox = (w - nx * s) / 2, oy = (h - ny * s) / 2;
+  const s = Math.min((w - 20) / nx, (h - 34) / ny), ox = (w - nx * s) / 2, oy = 18 + (h - 18 - ny * s) / 2;
   g.fillStyle = "#1c2430"; g.fillRect(ox, oy, nx * s, ny * s);
   g.strokeStyle = "#ff5a4e"; g.lineWidth = 1.2;
   for (let i = 0; i < rows.length; i++) { g.beginPath(); g.arc(ox + (cols[i] + 0.5) * s, oy + (rows[i] + 0.5) * s, 3.5, 0, 2 * Math.PI); g.stroke(); }
-  g.fillStyle = "#aab6c6"; g.textAlign = "left"; g.fillText(`${ny} x ${nx} pixels`, ox + 4, oy + 12);
+  g.fillStyle = "#5d6b7d"; g.textAlign = "left"; g.fillText(`detector ${ny} x ${nx} pixels (row 0 at top)`, ox, oy - 5);
 }
 function render() {
   if (!state) return;
