@@ -26,6 +26,8 @@ COMMANDS: list[str] = [
     "mask",
     "poni",
     "process",
+    "stream",
+    "replay",
     "report",
     "monitor",
 ]

@@ -133,7 +133,8 @@ _ENGINE: dict[str, Any] = {}
 
 def write_part(paths: PartPaths, batches: Iterable[tuple[np.ndarray, FrameIds, list | None]], setup, *,
                shape: tuple[int, int], dtype, sources: list[str], images: str, provenance,
-               extra: dict[str, Any] | None = None, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+               extra: dict[str, Any] | None = None,
+               on_batch: Callable[[FrameIds, Any], None] | None = None) -> dict[str, Any]:
     """Process and write one part; returns its record (also written to ``paths.record``).
 
     Args:
@@ -143,7 +144,7 @@ def write_part(paths: PartPaths, batches: Iterable[tuple[np.ndarray, FrameIds, l
         shape, dtype: the frames' (ny, nx) and raw dtype.  images: CxiWriter's mode ("link", "copy", "none").
         provenance: io.provenance.Provenance of the run (stored in both files).
         extra: JSON-ready items added to the record (e.g. the part's frame range).
-        on_batch: called with the number of frames after each batch (progress bars).
+        on_batch: called as ``on_batch(ids, results)`` (engine FrameResults) after each batch is written.
     """
     engine = _engine(setup)
     started = time.perf_counter()
@@ -165,7 +166,7 @@ def write_part(paths: PartPaths, batches: Iterable[tuple[np.ndarray, FrameIds, l
                                      ("result_crc32", result_checksums(results))):
                     columns[name].append(np.asarray(values, dtype=np.int64))
                 if on_batch is not None:
-                    on_batch(len(ids))
+                    on_batch(ids, results)
         except BaseException:
             with contextlib.suppress(Exception):
                 cxi.close()

@@ -231,7 +231,8 @@ def run_process(source, setup, outdir: str | os.PathLike, params: ProcessParams 
                 bar.update(len(record["frames"]["position"]))
         else:
             for part in todo:
-                process_part(spec, setup, part, outputs.folder, on_batch=bar.update, **common)
+                process_part(spec, setup, part, outputs.folder, on_batch=lambda ids, _: bar.update(len(ids)),
+                             **common)
     finally:
         bar.close()
     summary = finish_run(outputs, parts, setup, veto, source, plots=plots, argv=argv)
