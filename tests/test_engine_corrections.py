@@ -24,6 +24,8 @@ def test_detector_markers_are_masked_per_frame():
     assert np.isnan(pre.signal[0, 1, 2]) and np.isnan(pre.variance[0, 1, 2])
     assert np.isfinite(pre.signal[1]).all() and (pre.signal[1] == 7).all()
     assert np.isnan(preprocess(eiger16, corrections, "poisson").signal[1, 3, 3])
+    big_endian = preprocess(eiger.astype(">u4"), corrections, "poisson")
+    np.testing.assert_array_equal(big_endian.signal, preprocess(eiger, corrections, "poisson").signal)
     pre = preprocess(pilatus, corrections, "poisson")
     assert pre.signal.shape == (1,) + SHAPE  # a single frame is a batch of one
     assert np.isnan(pre.signal[0, 0, 0]) and np.isnan(pre.signal[0, 1, 1])

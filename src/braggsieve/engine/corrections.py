@@ -219,6 +219,8 @@ def preprocess(frames: np.ndarray, corrections: Corrections, error_model: str,
         raise ParameterError(f"frames of shape {frames.shape} do not match the detector {corrections.shape}")
     if frames.dtype.kind not in "uif":
         raise ParameterError(f"frames of dtype {frames.dtype} are not numbers")
+    if not frames.dtype.isnative or frames.dtype == np.float16:  # the kernel reads native integers and floats
+        frames = frames.astype(np.float32 if frames.dtype == np.float16 else frames.dtype.newbyteorder("="))
     nframes = frames.shape[0]
     npix = corrections.mask.size
     explicit = np.empty((0, 0), np.float32)
