@@ -121,22 +121,34 @@ def pilatus_run():
 
 
 def test_brightest_pixel_of_each_strong_spot_is_at_its_truth_position(pilatus_run):
+    """The brightest recorded pixel is the truth's pixel or one of its 8 neighbours, and the background-
+    subtracted centroid of the 11x11 patch around the truth scatters about it by Poisson noise only (measured:
+    rms 0.05 px, no bias; neighbours' tails make the rare 0.2 px)."""
     sim, frames, truths = pilatus_run
     bad = sim.gap | (sim.bad_types > 0)
-    checked = 0
+    errors = []
     for frame, truth in zip(frames, truths):
         table = truth.reflections
-        for s in np.flatnonzero(table["photons"] > 300):
+        zinger = np.zeros(sim.shape, bool)
+        zinger[truth.zingers["row"], truth.zingers["col"]] = True
+        background = sim.background * truth.background_scale
+        for s in np.flatnonzero(table["photons"] > 1500):  # peak pixel >= ~120 counts
             r, c = int(round(table["row"][s])), int(round(table["col"][s]))
-            near = np.hypot(table["row"] - table["row"][s], table["col"] - table["col"][s]) < 6
-            if table["photons"][near].sum() > 1.1 * table["photons"][s] or r < 4 or c < 4 \
-                    or r > 1038 or c > 976 or bad[r - 3:r + 4, c - 3:c + 4].any():
-                continue  # overlapping spots, edges, gaps and defects are not this test's business
+            near = np.hypot(table["row"] - table["row"][s], table["col"] - table["col"][s]) < 8
+            if table["photons"][near].sum() > 1.05 * table["photons"][s] or r < 6 or c < 6 \
+                    or r > 1036 or c > 974 or (bad | zinger)[r - 5:r + 6, c - 5:c + 6].any():
+                continue  # overlapping spots, edges, gaps, defects and zingers are not this test's business
             window = frame[r - 3:r + 4, c - 3:c + 4].astype(np.int64)
             i, j = np.unravel_index(np.argmax(window), window.shape)
-            assert abs(r - 3 + i - table["row"][s]) <= 1 and abs(c - 3 + j - table["col"][s]) <= 1
-            checked += 1
-    assert checked > 50
+            assert abs(i - 3) <= 1 and abs(j - 3) <= 1
+            patch = frame[r - 5:r + 6, c - 5:c + 6] - background[r - 5:r + 6, c - 5:c + 6]
+            rows, cols = np.mgrid[r - 5:r + 6, c - 5:c + 6]
+            errors.append(((patch * rows).sum() / patch.sum() - table["row"][s],
+                           (patch * cols).sum() / patch.sum() - table["col"][s]))
+    errors = np.array(errors)
+    assert len(errors) > 100
+    assert np.all(np.abs(errors) < 0.35) and np.all(np.sqrt(np.mean(errors ** 2, axis=0)) < 0.08)
+    assert np.all(np.abs(errors.mean(axis=0)) < 0.02)  # no bias
 
 
 def test_gaps_hold_the_marker_and_zingers_are_single_bright_pixels(pilatus_run):

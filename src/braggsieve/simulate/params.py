@@ -49,10 +49,12 @@ class SsxParams:
     d_min: float = option(0.0, "resolution limit of the crystal, Angstrom (0: the detector's corner)")
     mosaicity: float = option(0.1, "mosaic spread (std), degrees")
     bandwidth: float = option(2e-4, "relative wavelength spread (std) of the beam")
-    spot_photons: float = option(1000.0, "mean photons of a fully recorded reflection at low resolution (before "
+    spot_photons: float = option(10000.0, "mean photons of a fully recorded reflection at low resolution (before "
                                  "the B factor), for a crystal of average size")
     crystal_spread: float = option(0.5, "log-normal std of the crystal-to-crystal scale (size, exposure)")
-    spot_size: float = option(150.0, "Gaussian std of a spot on the detector, micrometres")
+    spot_size: tuple[float, float] = option(
+        (200.0, 270.0), "Gaussian std of a spot on the detector along the slow (rows) and fast (columns) axes of "
+        "the detector plane, micrometres", nargs=2, type=float, metavar=("SLOW", "FAST"))
     zingers: float = option(1.0, "mean number of zingers (single bright pixels) per frame")
     zinger_photons: tuple[float, float] = option(
         (100.0, 5000.0), "zinger intensities: log-uniform between MIN and MAX photons", nargs=2, type=float,
@@ -66,7 +68,7 @@ class SsxParams:
         for name in ("b_factor", "d_min", "mosaicity", "bandwidth", "spot_photons", "crystal_spread", "zingers"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if not self.spot_size > 0:
+        if not min(self.spot_size) > 0:
             raise ParameterError(f"--spot-size must be positive, got {self.spot_size}")
         if not 0 < self.zinger_photons[0] <= self.zinger_photons[1]:
             raise ParameterError(f"--zinger-photons needs 0 < MIN <= MAX, got {self.zinger_photons}")
@@ -76,12 +78,12 @@ class SsxParams:
 class BackgroundParams:
     """Amorphous background profile (photons per pixel at normal incidence)."""
 
-    floor: float = option(2.0, "flat background, photons/pixel")
-    lowq: float = option(12.0, "small-angle scatter at q = 0, photons/pixel")
-    lowq_width: float = option(6.0, "decay length of the small-angle scatter, nm^-1")
-    water: float = option(5.0, "height of the water ring, photons/pixel")
+    floor: float = option(2.5, "flat background, photons/pixel")
+    lowq: float = option(10.0, "small-angle scatter at q = 0, photons/pixel")
+    lowq_width: float = option(5.0, "decay length of the small-angle scatter, nm^-1")
+    water: float = option(5.5, "height of the water ring, photons/pixel")
     water_q: float = option(18.0, "position of the water ring, nm^-1")
-    water_width: float = option(6.0, "Gaussian std of the water ring, nm^-1")
+    water_width: float = option(7.5, "Gaussian std of the water ring, nm^-1")
     polarization_factor: float = option(0.99, "beam polarisation factor in [-1, 1] (0.99: horizontally polarised "
                                         "synchrotron beam; 0: unpolarised)")
     background_jitter: float = option(0.05, "relative std of the frame-to-frame background intensity (beam and "

@@ -39,7 +39,7 @@ class Projection:
     corner: (npanels, 2) outer corner of each panel's first pixel in the plane (metres).
     to_panel: (npanels, 2, 2) inverse of the matrix whose columns are the panel's ss and fs step vectors.
     bounds: (npanels, 4) int64 raw rows [start, stop) and columns [start, stop) of each panel.
-    pixel_steps: (npanels, 2) length in metres of one raw row step and one raw column step.
+    steps: (npanels, 2, 2) plane displacement (p1, p2) in metres of one raw row step and one raw column step.
     """
 
     rotation: np.ndarray
@@ -49,7 +49,7 @@ class Projection:
     corner: np.ndarray
     to_panel: np.ndarray
     bounds: np.ndarray
-    pixel_steps: np.ndarray
+    steps: np.ndarray
 
     @classmethod
     def from_poni(cls, poni: Poni) -> "Projection":
@@ -59,7 +59,7 @@ class Projection:
                    poni2=poni.poni2, corner=np.array([p.corner for p in panels], dtype=np.float64),
                    to_panel=np.linalg.inv(np.transpose(steps, (0, 2, 1))),
                    bounds=np.array([(*p.ss, *p.fs) for p in panels], dtype=np.int64),
-                   pixel_steps=np.linalg.norm(steps, axis=2))
+                   steps=steps)
 
     def plane_position(self, direction: np.ndarray) -> np.ndarray:
         """(k, 2) plane coordinates (p1, p2) in metres where rays along ``direction`` (k, 3) meet the detector
@@ -82,3 +82,11 @@ class Projection:
         row = np.where(hit, self.bounds[np.maximum(panel, 0), 0] + chosen[:, 0] - 0.5, np.nan)
         col = np.where(hit, self.bounds[np.maximum(panel, 0), 2] + chosen[:, 1] - 0.5, np.nan)
         return row, col, panel
+
+    def raw_sigma(self, sigma_plane: tuple[float, float]) -> np.ndarray:
+        """(npanels, 2) std in raw rows and raw columns of a Gaussian of std ``sigma_plane`` (metres, along p1
+        and p2) on each panel: the std along each raw axis' direction, divided by the pixel step."""
+        length = np.linalg.norm(self.steps, axis=2)                      # (P, 2)
+        unit = self.steps / length[..., None]                           # (P, 2 axes, 2 coords)
+        variance = (unit ** 2 * np.square(sigma_plane)[None, None, :]).sum(axis=2)
+        return np.sqrt(variance) / length

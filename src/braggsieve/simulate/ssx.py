@@ -125,6 +125,7 @@ class SsxSimulator:
         self.intensity, self.d = wilson_intensities(self.hkl, self.basis, self.ssx.b_factor,
                                                     np.random.default_rng([self.seed, _STREAM_STRUCTURE]))
         self.projection = Projection.from_poni(self.poni)
+        self._raw_sigma = self.projection.raw_sigma(tuple(1e-6 * s for s in self.ssx.spot_size))
         self._good_pixels = np.flatnonzero(~gap.reshape(-1))
 
     def truth(self, frame: int) -> FrameTruth:
@@ -173,8 +174,7 @@ class SsxSimulator:
         np.multiply(self.background, np.float32(truth.background_scale), out=out)
         table = truth.reflections
         if table.size:
-            steps = self.projection.pixel_steps[table["panel"]]
-            sigma = self.ssx.spot_size * 1e-6 / steps
+            sigma = self._raw_sigma[table["panel"]]
             half_width = int(math.ceil(4.0 * sigma.max()))
             add_spots(out, table["row"], table["col"], table["photons"], sigma[:, 0], sigma[:, 1],
                       self.projection.bounds[table["panel"]], half_width)
