@@ -7,7 +7,8 @@ Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one C
 2. ``sigma_clip``: one block per (frame, bin); preprocessing (markers, mask, dark, gain, saturation) is fused
    into the gather, every clipping cycle of a bin runs inside the block (float64 sums);
 3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
-4. ``classify``: pixel-parallel tiles of 32 x 8 with a halo, picking and peak tests -> bit masks + counts;
+4. ``pixel_pass``: one thread per pixel, picking -> bit mask + counts, and the excess over the background;
+   ``peak_pass``: tiles of 32 x 16 with a halo, the peak tests -> bit mask + counts;
 5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peaks`` compact the results;
 6. device -> host copies of the sums, backgrounds and frame pointers into pinned memory.
 
@@ -42,7 +43,8 @@ CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
 MAX_SHARED = 200 * 1024  # most dynamic shared memory for the pixels of one bin
 MIN_CLASS = 1024         # smallest shared-memory class of bins, in pixels (classes are powers of 2)
 MAX_HIST = 64            # most clipping cycles
-TILE_H = 16              # rows of a classify tile (32 columns: one bit-mask word per warp)
+TILE_H = 16              # rows of a peak-pass tile (32 columns: one bit-mask word per warp)
+PIX_BLOCK = 256          # pixels of one row per block of the pixel pass
 EMIT_BLOCK = 256
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
 _CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
@@ -56,11 +58,11 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int) -> dict:
     """The compiled kernels for one raw dtype, pixel splitting, dark variance and peak half-patch."""
     flag = {True: "true", False: "false"}
     names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}>",
-             "classify": f"classify<{ctype}, {half}>", "picks": f"emit_picks<{ctype}>",
+             "pixel": f"pixel_pass<{ctype}>", "peak": f"peak_pass<{half}>", "picks": f"emit_picks<{ctype}>",
              "peaks": f"emit_peaks<{ctype}, {half}>", "tables": "background_tables", "offsets": "frame_offsets"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
                                                         f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
-                                                        f"-DTILE_H={TILE_H}"),
+                                                        f"-DTILE_H={TILE_H}", f"-DPIX_BLOCK={PIX_BLOCK}"),
                           name_expressions=list(names.values()))
     functions = {key: module.get_function(name) for key, name in names.items()}
     functions["clip"].max_dynamic_shared_size_bytes = MAX_SHARED
@@ -177,6 +179,7 @@ class _Slot:
             self.prof = cp.empty((3, nframes, nbins))
             self.filled = cp.empty((2, nframes, nbins), np.float32)
             self.words = cp.zeros((2, nwords), np.uint32)
+            self.excess = cp.empty((2, nframes * ny * nx), np.float32)  # v and var of the pixel pass
             self.counts = cp.zeros((2, nwords), np.int32)
             self.scan = cp.zeros((2, nwords), np.int64)
             self.fptr = cp.zeros((2, nframes + 1), np.int64)
@@ -259,7 +262,7 @@ class _Slot:
                             shared_mem=cap * e._item_bytes)
             self._mark("clip")
             if sparse or peaks:
-                self._classify(fns, d_frames, par, n)
+                self._pick_and_peaks(fns, d_frames, par, n)
             else:
                 self.fptr.fill(0)
             size = n * nbins
@@ -269,7 +272,7 @@ class _Slot:
             self._mark("d2h")
             self.event.record(self.stream)
 
-    def _classify(self, fns, d_frames, par, n) -> None:
+    def _pick_and_peaks(self, fns, d_frames, par, n) -> None:
         e, s = self.engine, self.engine.static
         ny, nx = s.shape
         nbins = e.binning.nbins
@@ -278,15 +281,20 @@ class _Slot:
                                      self.prof, self.filled))
         self._mark("tables")
         pk = e.peak_params
-        fns["classify"]((n * s.nwords * ((ny + TILE_H - 1) // TILE_H),), (32 * TILE_H,),
-                        (d_frames, np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm,
-                         s.fpos_peak, s.fpos_pick, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof,
-                         self.filled, np.int32(nbins), np.float64(e.pick_params.noise),
-                         np.float64(e.pick_params.cutoff_pick), np.float64(pk.noise), np.float64(pk.cutoff_peak),
-                         np.float64(pk.spread_snr), np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"),
-                         np.int32(self.sparse), np.int32(self.peaks), self.words[0], self.counts[0],
-                         self.words[1], self.counts[1]))
-        self._mark("classify")
+        fns["pixel"]((n * ny * ((nx + PIX_BLOCK - 1) // PIX_BLOCK),), (PIX_BLOCK,),
+                     (d_frames, np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm,
+                      s.fpos_peak, s.fpos_pick, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof,
+                      self.filled, np.int32(nbins), np.float64(e.pick_params.noise),
+                      np.float64(e.pick_params.cutoff_pick), np.float64(pk.noise), np.int32(self.sparse),
+                      np.int32(self.peaks), self.words[0], self.counts[0], self.excess[0], self.excess[1]))
+        self._mark("pixels")
+        if self.peaks:
+            fns["peak"]((n * s.nwords * ((ny + TILE_H - 1) // TILE_H),), (32 * TILE_H,),
+                        (np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.excess[0], self.excess[1],
+                         np.float64(pk.noise), np.float64(pk.cutoff_peak), np.float64(pk.spread_snr),
+                         np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"), self.words[1],
+                         self.counts[1]))
+        self._mark("peaks")
         for k, wanted in enumerate((self.sparse, self.peaks)):
             if wanted:
                 cp.cumsum(self.counts[k, :nwords], dtype=np.int64, out=self.scan[k, :nwords])
@@ -317,7 +325,8 @@ class _Slot:
                          (d_frames, np.int64(nwords), np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords),
                           self.words[1], self.scan[1], s.mask, s.norm, s.fpos_peak, _ptr(s.dark), _ptr(s.dvar),
                           _ptr(s.gmap), _ptr(s.dspacing), par, self.prof, self.filled,
-                          np.int32(e.binning.nbins), np.float64(pk.noise), np.float64(pk.cutoff_peak),
+                          np.int32(e.binning.nbins), self.excess[0], self.excess[1], np.float64(pk.noise),
+                          np.float64(pk.cutoff_peak),
                           np.float64(pk.min_spread), np.int64(self.peak_cap), self.peak_f, self.peak_npix,
                           self.peak_index))
 
@@ -462,6 +471,8 @@ class CudaEngine:
             frames = frames[None]
         if frames.ndim != 3 or tuple(frames.shape[1:]) != tuple(self.binning.shape):
             raise ParameterError(f"frames of shape {frames.shape} do not match the detector {self.binning.shape}")
+        if not frames.dtype.isnative or frames.dtype == np.float16:  # as preprocess: native integers and floats
+            frames = frames.astype(np.float32 if frames.dtype == np.float16 else frames.dtype.newbyteorder("="))
         return frames
 
     def _run(self, frames, sparse: bool, peaks: bool, cycles: int) -> FrameResults:

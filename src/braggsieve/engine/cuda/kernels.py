@@ -3,9 +3,10 @@
 Every kernel mirrors, operation for operation, the numba code of the CPU engine, so that both give the same
 numbers: ``preprocess_value`` is engine/corrections.py's ``_preprocess_kernel``; ``sigma_clip`` is
 engine/integrate.py's ``_sigma_clip_kernel`` (float64 sums; only the order of the additions differs, being a
-tree over the block); ``fill_background`` is engine/pick.py's ``filled_background`` (numpy.interp);
-``classify``/``emit_picks`` are engine/pick.py's ``_is_kept``/``_fill_rows`` and ``classify``/``emit_peaks``
-engine/peaks.py's ``_excess``/``_is_peak``/``_measure_peaks``.  The module is compiled with ``--fmad=false``
+tree over the block); ``background_tables`` is integrate.py's ``profile_from_sums`` and pick.py's
+``filled_background`` (numpy.interp); ``pixel_pass``/``emit_picks`` are pick.py's ``_is_kept``/``_fill_rows``;
+``pixel_pass``/``peak_pass``/``emit_peaks`` are peaks.py's ``_excess``/``_flag_zingers``/``_is_peak``/
+``_measure_peaks``/``_centroid``.  The module is compiled with ``--fmad=false``
 so that ``a * b + c`` is rounded twice, as on the CPU.
 
 Layouts: frames ``(nframes, ny, nx)`` in the raw dtype; per-pixel static arrays flat ``(ny * nx,)``; CSR
@@ -346,10 +347,12 @@ __device__ __forceinline__ bool picked(const Bg& B, const Par& P, T raw, float s
 
 // peaks.py _flag_zingers on a window of v / var (row width W) at (a, b), image position (row, col): v0 >=
 // cutoff * sqrt(var0) (float32 root) and the 8 valid neighbours hold less than min_spread * v0.
+// floor = cutoff * sqrtf((float)(noise^2)) bounds the threshold from below (var >= noise^2, rounding and sqrtf
+// are monotonic), so most pixels are decided without a square root.
 __device__ __forceinline__ bool is_zinger(const float* sv, const float* svar, int W, int a, int b, int row,
-                                          int col, int ny, int nx, double cutoff, double min_spread) {
+                                          int col, int ny, int nx, double cutoff, double floor, double min_spread) {
     const float v0 = sv[a * W + b];
-    if (!(v0 >= 0.0f)) return false;  // the threshold is >= 0 (also false for NaN)
+    if (!((double)v0 >= floor)) return false;  // also false for NaN
     if (!((double)v0 >= cutoff * (double)sqrtf(svar[a * W + b]))) return false;
     double spread = 0.0;
     for (int di = -1; di <= 1; ++di)
@@ -405,76 +408,95 @@ __device__ bool is_peak(const float* sv, const float* svar, const unsigned char*
     return true;
 }
 
-// One block of TILE_W x TILE_H threads per (frame, tile), frames fastest.  The tile is loaded with a halo of
-// H + 1 (zinger test of the patch pixels).  Each warp is one row segment of 32 pixels, i.e. one word of the
-// bit masks: __ballot_sync gives the word, __popc its count.
-template <typename T, int H>
+// Pixel pass, one thread per pixel: blocks of PIX_BLOCK pixels of one row, frames fastest (blocks of the same
+// pixels share the static arrays in L2).  Each warp is one 32-pixel word of the bit masks: picking (pick.py)
+// gives the word by __ballot_sync and its count by __popc; for peaks it writes the excess v and its noise var
+// (float32, NaN = missing, peaks.py _excess) of every pixel for the peak pass.
+template <typename T>
+__global__ void __launch_bounds__(PIX_BLOCK)
+pixel_pass(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
+           const unsigned char* __restrict__ mask, const float* __restrict__ norm,
+           const double* __restrict__ fpos_peak, const double* __restrict__ fpos_pick,
+           const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
+           const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
+           int nbins, double pick_noise, double pick_cutoff, double peak_noise, int do_pick, int do_peaks,
+           unsigned int* __restrict__ pick_words, int* __restrict__ pick_counts, float* __restrict__ out_v,
+           float* __restrict__ out_var) {
+    const int chunks = (nx + PIX_BLOCK - 1) / PIX_BLOCK;
+    const int f = blockIdx.x % nframes;
+    const int rest = blockIdx.x / nframes;
+    const int row = rest / chunks;
+    const int col = (rest % chunks) * PIX_BLOCK + threadIdx.x;
+    const long long npix = (long long)ny * nx;
+    const T* frame = frames + (long long)f * npix;
+    const Par P = load_par(par);
+    const Bg B = load_bg(prof, filled, nframes, nbins, f);
+    bool pick = false;
+    if (col < nx) {
+        const long long p = (long long)row * nx + col;
+        float s, pvar;
+        pixel_signal<T>(P, frame, p, mask, dark, dvar, gmap, s, pvar);
+        const float nrm = norm[p];
+        const float q = s / nrm;
+        if (do_peaks) {
+            float var;
+            const float v = excess_peak(B, s, nrm, q, fpos_peak[p], peak_noise, var);
+            out_v[(long long)f * npix + p] = v;
+            out_var[(long long)f * npix + p] = var;
+        }
+        if (do_pick) pick = picked<T>(B, P, frame[p], s, q, fpos_pick[p], pick_noise, pick_cutoff);
+    }
+    const unsigned int pw = __ballot_sync(0xffffffffu, pick);
+    const int word = col >> 5;
+    if (do_pick && (threadIdx.x & 31) == 0 && word < nwords) {
+        const long long w = ((long long)f * ny + row) * nwords + word;
+        pick_words[w] = pw;
+        pick_counts[w] = __popc(pw);
+    }
+}
+
+// Peak pass: one block of TILE_W x TILE_H threads per (frame, tile), frames fastest; v and var of the tile and
+// a halo of H + 1 (zinger test of the patch pixels) come from the pixel pass.  Each warp is one word of the
+// peak bit mask.
+template <int H>
 __global__ void __launch_bounds__(TILE_W * TILE_H)
-classify(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
-         const unsigned char* __restrict__ mask, const float* __restrict__ norm,
-         const double* __restrict__ fpos_peak, const double* __restrict__ fpos_pick,
-         const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
-         const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
-         int nbins, double pick_noise, double pick_cutoff, double peak_noise, double peak_cutoff,
-         double spread_snr, double min_spread, int reject, int do_pick, int do_peaks,
-         unsigned int* __restrict__ pick_words, int* __restrict__ pick_counts,
-         unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
+peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v, const float* __restrict__ in_var,
+          double peak_noise, double peak_cutoff, double spread_snr, double min_spread, int reject,
+          unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
     const int G = H + 1;
     const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
     __shared__ float sv[HH * W];
     __shared__ float svar[HH * W];
     __shared__ unsigned char sz[HH * W];
-    __shared__ unsigned char sp[TILE_H * TILE_W];
     const int f = blockIdx.x % nframes;
     const int tile = blockIdx.x / nframes;
     const int tx = tile % nwords, ty = tile / nwords;
     const int col0 = tx * TILE_W, row0 = ty * TILE_H;
-    const long long npix = (long long)ny * nx;
-    const T* frame = frames + (long long)f * npix;
-    const Par P = load_par(par);
-    const Bg B = load_bg(prof, filled, nframes, nbins, f);
+    const long long base = (long long)f * ny * nx;
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
-        const int lr = e / W, lc = e % W;
-        const int r = row0 - G + lr, c = col0 - G + lc;
-        const bool own = lr >= G && lr < G + TILE_H && lc >= G && lc < G + TILE_W;
-        float v = NAN_F, var = NAN_F;
-        bool pick = false;
-        if (r >= 0 && r < ny && c >= 0 && c < nx && (do_peaks || own)) {
-            const long long p = (long long)r * nx + c;
-            float s, pvar;
-            pixel_signal<T>(P, frame, p, mask, dark, dvar, gmap, s, pvar);
-            const float nrm = norm[p];
-            const float q = s / nrm;
-            if (do_peaks) v = excess_peak(B, s, nrm, q, fpos_peak[p], peak_noise, var);
-            if (do_pick && own) pick = picked<T>(B, P, frame[p], s, q, fpos_pick[p], pick_noise, pick_cutoff);
-        }
-        sv[e] = v;
-        svar[e] = var;
-        sz[e] = 0;
-        if (own) sp[(lr - G) * TILE_W + lc - G] = pick;
+        const int r = row0 - G + e / W, c = col0 - G + e % W;
+        const bool in = r >= 0 && r < ny && c >= 0 && c < nx;
+        sv[e] = in ? in_v[base + (long long)r * nx + c] : NAN_F;
+        svar[e] = in ? in_var[base + (long long)r * nx + c] : NAN_F;
     }
     __syncthreads();
-    if (do_peaks) {  // zinger flags of the tile and its H halo (they read v and var only)
-        for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
-            const int lr = e / W, lc = e % W;
-            if (lr < 1 || lr >= HH - 1 || lc < 1 || lc >= W - 1) continue;
-            sz[e] = is_zinger(sv, svar, W, lr, lc, row0 - G + lr, col0 - G + lc, ny, nx, peak_cutoff, min_spread);
-        }
-        __syncthreads();
+    const double floor = peak_cutoff * (double)sqrtf((float)(peak_noise * peak_noise));
+    for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // zinger flags (they read v and var only)
+        const int lr = e / W, lc = e % W;
+        sz[e] = lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 &&
+                is_zinger(sv, svar, W, lr, lc, row0 - G + lr, col0 - G + lc, ny, nx, peak_cutoff, floor, min_spread);
     }
+    __syncthreads();
     const int lr = threadIdx.x / TILE_W, lc = threadIdx.x % TILE_W;
     const int row = row0 + lr, col = col0 + lc;
-    const bool inside = row < ny && col < nx;
-    const bool pick = inside && sp[threadIdx.x];
-    const bool peak = inside && do_peaks &&
+    const bool peak = row < ny && col < nx &&
                       is_peak<H>(sv, svar, sz, W, lr + G, lc + G, row, col, ny, nx, peak_cutoff, spread_snr,
                                  min_spread, reject != 0);
-    const unsigned int pw = __ballot_sync(0xffffffffu, pick);
     const unsigned int kw = __ballot_sync(0xffffffffu, peak);
     if (lc == 0 && row < ny) {
         const long long w = ((long long)f * ny + row) * nwords + tx;
-        if (do_pick) { pick_words[w] = pw; pick_counts[w] = __popc(pw); }
-        if (do_peaks) { peak_words[w] = kw; peak_counts[w] = __popc(kw); }
+        peak_words[w] = kw;
+        peak_counts[w] = __popc(kw);
     }
 }
 
@@ -521,8 +543,8 @@ __global__ void emit_picks(const T* __restrict__ frames, long long nwords_total,
     }
 }
 
-// One thread per word holding peaks: measures each (peaks.py _measure_peaks and _centroid) from the frame in
-// memory, over a 7 x 7 window of v / var so that the zinger flags of the 5 x 5 box around the peak are known.
+// One thread per word holding peaks: measures each (peaks.py _measure_peaks and _centroid) over a 7 x 7 window
+// of the pixel pass's v / var, so that the zinger flags of the 5 x 5 box around the peak are known.
 template <typename T, int H>
 __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total, int nframes, int ny, int nx,
                            int nwords, const unsigned int* __restrict__ words, const long long* __restrict__ scan,
@@ -531,6 +553,7 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
                            const float* __restrict__ dvar, const float* __restrict__ gmap,
                            const float* __restrict__ dspacing, const double* __restrict__ par,
                            const double* __restrict__ prof, const float* __restrict__ filled, int nbins,
+                           const float* __restrict__ in_v, const float* __restrict__ in_var,
                            double noise, double cutoff, double min_spread, long long capacity,
                            double* __restrict__ out_f, int* __restrict__ out_npix, long long* __restrict__ out_index) {
     const int G = 3, S = 2 * G + 1;  // the centroid's 5 x 5 box (and a patch of up to 5 x 5) plus the zinger ring
@@ -556,20 +579,16 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
         for (int a = 0; a < S; ++a)
             for (int b = 0; b < S; ++b) {
                 const int ii = i - G + a, jj = j - G + b;
-                float v = NAN_F, var = NAN_F;
-                if (ii >= 0 && ii < ny && jj >= 0 && jj < nx) {
-                    const long long q = (long long)ii * nx + jj;
-                    float s, pvar;
-                    pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, pvar);
-                    v = excess_peak(B, s, norm[q], s / norm[q], fpos_peak[q], noise, var);
-                }
-                sv[a * S + b] = v;
-                svar[a * S + b] = var;
+                const bool in = ii >= 0 && ii < ny && jj >= 0 && jj < nx;
+                const long long q = (long long)f * ny * nx + (long long)ii * nx + jj;
+                sv[a * S + b] = in ? in_v[q] : NAN_F;
+                svar[a * S + b] = in ? in_var[q] : NAN_F;
             }
         for (int a = 0; a < S; ++a)
             for (int b = 0; b < S; ++b)
                 sz[a * S + b] = (a > 0 && a < S - 1 && b > 0 && b < S - 1) &&
-                                is_zinger(sv, svar, S, a, b, i - G + a, j - G + b, ny, nx, cutoff, min_spread);
+                                is_zinger(sv, svar, S, a, b, i - G + a, j - G + b, ny, nx, cutoff,
+                                          cutoff * (double)sqrtf((float)(noise * noise)), min_spread);
         auto usable = [&](int ii, int jj) { const int k = (ii - i + G) * S + (jj - j + G); return isfinite(sv[k]) && !sz[k]; };
         auto value = [&](int ii, int jj) { return sv[(ii - i + G) * S + (jj - j + G)]; };
         double total = 0.0, variance_sum = 0.0, scale_sum = 0.0;
