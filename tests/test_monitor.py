@@ -142,5 +142,49 @@ def test_monitor_rejects_bad_options(capsys):
     from braggsieve.cli import main
 
     assert main(["monitor"]) == 2
+    assert main(["monitor", "--watch", "/nonexistent/folder", "--port", "0"]) == 2
     assert main(["monitor", "--connect", "not-an-address", "--port", "0"]) == 2
     assert "not-an-address" in capsys.readouterr().err
+
+
+def test_watching_a_process_folder_counts_each_completed_part_once(tmp_path):
+    """Reference: summary.json and run.cxi written by 'braggsieve process' on frames with planted spots."""
+    import h5py
+
+    from braggsieve.cli import main
+    from braggsieve.geometry import Detector, Poni, write_poni
+    from braggsieve.io.cxi import read_cxi
+    from braggsieve.pipeline.monitor import ingest_parts
+
+    shape, hits = (64, 72), (1, 4, 5)
+    rng = np.random.default_rng(9)
+    write_poni(Poni.from_beam_center(Detector.generic(shape, (100e-6, 100e-6)), 0.05, (36.2, 31.7), 1e-10),
+               tmp_path / "run.poni")
+    frames = rng.poisson(10, (7, *shape)).astype(np.uint16)
+    for k in hits:
+        for r, c in zip(rng.permutation(np.arange(5, 60, 7))[:7], rng.permutation(np.arange(5, 68, 7))[:7]):
+            frames[k, r - 1:r + 2, c - 1:c + 2] += 150
+            frames[k, r, c] += 600
+    with h5py.File(tmp_path / "run.h5", "w") as handle:
+        handle["entry/data/data"] = frames
+    outdir = tmp_path / "out"
+    assert main(["process", str(tmp_path / "run.h5"), "--poni", str(tmp_path / "run.poni"), "-o", str(outdir),
+                 "--workers", "0", "--unit", "r_mm", "--bins", "40", "--min-peaks", "4", "--part-size", "3"]) == 0
+    summary = json.loads((outdir / "summary.json").read_text())
+    npeaks = np.array(summary["per_frame"]["npeaks"])
+    assert np.flatnonzero(npeaks >= 4).tolist() == list(hits)
+
+    state, seen = MonitorState(min_peaks=4), set()
+    last = outdir / "parts" / "part_00002.json"
+    hidden = last.rename(tmp_path / "part_00002.json")  # the last part is still being processed
+    assert ingest_parts(outdir, state, seen) == 6 and state.frames == 6
+    hidden.rename(last)
+    assert ingest_parts(outdir, state, seen) == 1 and ingest_parts(outdir, state, seen) == 0
+    snap = state.snapshot()
+    assert snap["frames"] == 7 and snap["hits"] == len(hits)
+    assert np.array_equal(snap["histogram"], np.bincount(npeaks))
+    peaks = read_cxi(outdir / "run.cxi")
+    lo, hi = peaks.frame_ptr[hits[-1]], peaks.frame_ptr[hits[-1] + 1]
+    assert snap["last_hit"]["frame"] == hits[-1] and snap["last_hit"]["shape"] == list(shape)
+    np.testing.assert_allclose(snap["last_hit"]["peaks_row"], peaks.row[lo:hi])
+    np.testing.assert_allclose(snap["last_hit"]["peaks_col"], peaks.col[lo:hi])

@@ -10,6 +10,9 @@ the last hit with its peaks) and serves it over HTTP with tornado (already a dep
                   of frames kept is computed in the browser from the histogram, so it follows the slider at once;
 * ``GET /state``  the summary as JSON (the page polls it twice a second; scripts may too).
 
+It can also watch the output folder of a running ``braggsieve process`` instead (:func:`watch_parts`): each
+part's frames appear when the part is complete.
+
 Messages (multipart; each part that decodes as a JSON object or a CBOR map is read, others -- e.g. a topic
 -- are ignored):
 
@@ -30,8 +33,10 @@ import collections
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -221,10 +226,61 @@ def _json_default(value):
     return str(value)
 
 
-async def serve(address: str, *, bind: bool = False, host: str = "127.0.0.1", port: int = 8050,
-                min_peaks: int = 10, history: int = 2000, ready=None) -> None:
-    """Subscribe to ``address`` (connect, or bind with ``bind``) and serve the page on ``host:port`` until
-    cancelled.  ``ready(url)`` is called once the page is served (port 0 picks a free port)."""
+def ingest_parts(outdir: str | os.PathLike, state: MonitorState, seen: set[str]) -> int:
+    """Feed ``state`` with the frames of the parts of a ``braggsieve process`` run in ``outdir`` completed
+    since the last call (``seen``: names of the part records already read, updated); returns the number of
+    frames added.  A frame is a hit when it has >= ``state.min_peaks`` peaks (process applies its veto only
+    at the end); the last hit's peaks are read from its part's CXI file."""
+    import h5py
+
+    from ..io.cxi import RESULT
+    from .parts import read_record
+
+    added = 0
+    for record_path in sorted(Path(outdir, "parts").glob("part_*.json")):
+        if record_path.name in seen:
+            continue
+        try:
+            record = read_record(record_path)
+        except (OSError, ValueError):
+            continue  # being renamed into place: read it next time
+        seen.add(record_path.name)
+        frames, sources = record["frames"], record.get("sources", [])
+        last_hit = None
+        for row, (position, source, index, npeaks) in enumerate(zip(frames["position"], frames["source"],
+                                                                    frames["index"], frames["npeaks"])):
+            state.add({"frame": position, "npeaks": npeaks, "index": index,
+                       "file": Path(sources[source]).name if source < len(sources) else None})
+            last_hit = row if npeaks >= state.min_peaks else last_hit
+            added += 1
+        if last_hit is not None:
+            try:
+                with h5py.File(record_path.with_suffix(".cxi"), "r") as handle:
+                    n = int(handle[f"{RESULT}/nPeaks"][last_hit])
+                    state.last_hit.update(peaks_row=handle[f"{RESULT}/peakYPosRaw"][last_hit, :n].tolist(),
+                                          peaks_col=handle[f"{RESULT}/peakXPosRaw"][last_hit, :n].tolist())
+                    if "entry_1/data_1/data" in handle:
+                        state.last_hit["shape"] = list(handle["entry_1/data_1/data"].shape[-2:])
+            except (OSError, KeyError):
+                pass  # the counts are there; only the drawing of the last hit is missing
+    return added
+
+
+async def watch_parts(outdir: str | os.PathLike, state: MonitorState, interval: float = 1.0) -> None:
+    """Poll ``outdir`` for completed parts (:func:`ingest_parts`) every ``interval`` s until cancelled."""
+    seen: set[str] = set()
+    state.series = Path(outdir).name
+    while True:
+        ingest_parts(outdir, state, seen)
+        await asyncio.sleep(interval)
+
+
+async def serve(address: str | None = None, *, bind: bool = False, watch: str | os.PathLike | None = None,
+                host: str = "127.0.0.1", port: int = 8050, min_peaks: int = 10, history: int = 2000,
+                ready=None) -> None:
+    """Subscribe to ``address`` (connect, or bind with ``bind``) -- or watch the output folder ``watch`` of a
+    running ``braggsieve process`` -- and serve the page on ``host:port`` until cancelled.  ``ready(url)``
+    is called once the page is served (port 0 picks a free port)."""
     import tornado.httpserver
     import tornado.netutil
     import zmq
@@ -234,35 +290,37 @@ async def serve(address: str, *, bind: bool = False, host: str = "127.0.0.1", po
 
     state = MonitorState(min_peaks=min_peaks, history=history)
     context = zmq.asyncio.Context()
-    socket = context.socket(zmq.SUB)
-    socket.setsockopt(zmq.SUBSCRIBE, b"")
-    socket.setsockopt(zmq.RCVHWM, 10000)
-    socket.setsockopt(zmq.LINGER, 0)
+    socket = None
     try:
-        (socket.bind if bind else socket.connect)(address)
-    except zmq.ZMQError as exc:
-        socket.close()
-        context.term()
-        raise ParameterError(f"cannot {'bind' if bind else 'connect'} to {address}: {exc}") from None
-    server = tornado.httpserver.HTTPServer(make_app(state))
-    try:
-        sockets = tornado.netutil.bind_sockets(port, host)
-    except OSError as exc:
-        socket.close()
-        context.term()
-        raise ParameterError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
-    server.add_sockets(sockets)
-    url = f"http://{host}:{sockets[0].getsockname()[1]}/"
-    if ready is not None:
-        ready(url)
-    try:
-        await receive(socket, state)
+        if watch is None:
+            socket = context.socket(zmq.SUB)
+            socket.setsockopt(zmq.SUBSCRIBE, b"")
+            socket.setsockopt(zmq.RCVHWM, 10000)
+            socket.setsockopt(zmq.LINGER, 0)
+            try:
+                (socket.bind if bind else socket.connect)(address)
+            except zmq.ZMQError as exc:
+                raise ParameterError(f"cannot {'bind' if bind else 'connect'} to {address}: {exc}") from None
+        elif not Path(watch).is_dir():
+            raise ParameterError(f"--watch {watch}: no such folder")
+        server = tornado.httpserver.HTTPServer(make_app(state))
+        try:
+            sockets = tornado.netutil.bind_sockets(port, host)
+        except OSError as exc:
+            raise ParameterError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+        server.add_sockets(sockets)
+        if ready is not None:
+            ready(f"http://{host}:{sockets[0].getsockname()[1]}/")
+        try:
+            await (receive(socket, state) if socket is not None else watch_parts(watch, state))
+        finally:
+            server.stop()
     finally:
-        server.stop()
-        socket.close()
+        if socket is not None:
+            socket.close()
         context.term()
 
 
-def run_monitor(address: str, **options) -> None:
+def run_monitor(address: str | None = None, **options) -> None:
     """Blocking :func:`serve` (Ctrl-C stops it)."""
     asyncio.run(serve(address, **options))
