@@ -138,14 +138,14 @@ def _scatter_to_csr(signal, variance, position, pixels):
 
 
 @numba.njit(parallel=True, cache=True)
-def _bin_sums_kernel(pixels, norm, indptr, coef, has_coef, out):
+def _bin_sums_kernel(pixels, norm, indptr, coef, has_coef, order, out):
     """out (7, nframes, nbins) <- sums of every (frame, bin); pixels (nframes, nnz, 2) signal and variance
-    and norm (nnz,) in CSR order."""
+    and norm (nnz,) in CSR order; bins are visited in ``order`` (see _bin_order)."""
     nframes = pixels.shape[0]
     nbins = indptr.size - 1
     for k in numba.prange(nbins * nframes):
-        b = k // nframes
-        f = k - b * nframes
+        b = order[k // nframes]
+        f = k % nframes
         start, stop = indptr[b], indptr[b + 1]
         buf = np.empty((4, stop - start))
         n = _gather(pixels[f], norm, coef, has_coef, start, stop, buf)
@@ -156,14 +156,14 @@ def _bin_sums_kernel(pixels, norm, indptr, coef, has_coef, out):
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, azimuthal, hybrid, cutoff, cycles, out):
+def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, order, azimuthal, hybrid, cutoff, cycles, out):
     """Sigma-clip every (frame, bin) (inputs in CSR order, as _bin_sums_kernel); out (7, nframes, nbins) <-
     sums of the surviving pixels."""
     nframes = pixels.shape[0]
     nbins = indptr.size - 1
     for k in numba.prange(nbins * nframes):
-        b = k // nframes
-        f = k - b * nframes
+        b = order[k // nframes]
+        f = k % nframes
         start, stop = indptr[b], indptr[b + 1]
         buf = np.empty((4, stop - start))
         n = _gather(pixels[f], norm, coef, has_coef, start, stop, buf)
@@ -240,6 +240,14 @@ def _layout_for(binning: RadialBinning, norm: np.ndarray) -> CsrLayout:
     return layout
 
 
+def _bin_order(nbins: int) -> np.ndarray:
+    """int64 permutation of the bins in which the kernels visit them.  Bin sizes grow with the radius, and
+    numba hands each thread one contiguous range of iterations, so in bin order the thread with the outer
+    bins does most of the work (70 % of an Eiger 4M's pixels sit in its outer 500 of 1000 bins).  Ordering
+    bins by the fractional part of b * golden ratio mixes inner and outer bins in every range."""
+    return np.argsort((np.arange(nbins) * 0.6180339887498949) % 1.0, kind="stable")
+
+
 def _csr_inputs(pre: Preprocessed, binning: RadialBinning):
     """The kernels' inputs: signal and variance (interleaved) and norm in CSR order, indptr, coefficients."""
     if pre.signal.shape[1:] != binning.shape:
@@ -254,7 +262,7 @@ def _csr_inputs(pre: Preprocessed, binning: RadialBinning):
         pixels = np.empty((nframes, binning.nnz, 2), np.float32)
         _scatter_to_csr(signal, variance, layout.position, pixels)
     coef = binning.coef if binning.coef is not None else np.empty(0, np.float32)
-    return pixels, layout.norm, binning.indptr, coef, binning.coef is not None
+    return pixels, layout.norm, binning.indptr, coef, binning.coef is not None, _bin_order(binning.nbins)
 
 
 def bin_sums(pre: Preprocessed, binning: RadialBinning) -> BinSums:
