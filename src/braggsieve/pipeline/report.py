@@ -122,8 +122,9 @@ def build_report(outdir: str | os.PathLike, *, stream: str | os.PathLike | None 
         ("hits (>= %d peaks)" % min_peaks, f"{int(hit.sum())} ({hit.mean():.1%})"),
         ("peaks", f"{int(npeaks.sum())} ({npeaks.mean():.1f} per frame, {npeaks[hit].mean():.1f} per hit)"
          if hit.any() else f"{int(npeaks.sum())} ({npeaks.mean():.1f} per frame)"),
-        ("pixels kept per frame (sparse)", f"{summary.get('pixels_kept_per_frame', '?')} "
-                                           f"({100 * float(summary.get('kept_fraction', 0)):.3g}% of the valid pixels)"),
+        ("pixels kept per frame (sparse)",
+         f"{summary.get('pixels_kept_per_frame', '?')} ({100 * float(summary.get('kept_fraction', 0)):.3g}% "
+         f"of the valid pixels)"),
         ("parts", f"{summary.get('parts', '?')} ({summary.get('parts_resumed', 0)} resumed)"),
         ("processing time", f"{summary.get('seconds', '?')} s ({summary.get('frames_per_second', '?')} frames/s)"),
         ("checks", ", ".join(f"{k} {v}" for k, v in summary.get("checks", {}).items())),
