@@ -26,6 +26,7 @@ type string with byte order.  ``nframes``/``frames`` are informative.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,7 +141,13 @@ class _Hdf5Codec:
         return dataset.id.read_direct_chunk((0,))[1]
 
 
-_CODEC = _Hdf5Codec()
+_CODECS = threading.local()  # one codec per thread: a codec's write-then-read of its chunk must not interleave
+
+
+def _codec() -> _Hdf5Codec:
+    if not hasattr(_CODECS, "codec"):
+        _CODECS.codec = _Hdf5Codec()
+    return _CODECS.codec
 
 
 # -- decoding --------------------------------------------------------------------------------------------------------
@@ -153,7 +160,7 @@ def _tag_hook(*args):
         if not (isinstance(tag.value, (list, tuple)) and len(tag.value) == 3 and isinstance(tag.value[2], bytes)):
             raise MalformedMessage("compression tag 56500 needs [algorithm, modifier, bytes]")
         algorithm, modifier, data = tag.value
-        return _CODEC.decompress(str(algorithm), int(modifier or 0), data)
+        return _codec().decompress(str(algorithm), int(modifier or 0), data)
     if 64 <= tag.tag <= 87:
         if not isinstance(tag.value, (bytes, bytearray)):
             raise MalformedMessage(f"typed array tag {tag.tag} over a {type(tag.value).__name__}")
@@ -288,7 +295,7 @@ def encode_stream2(message: Start | Frame | End, compression: str = "bslz4", ser
         raw: Any = data.tobytes()
         if compression in ("bslz4", "lz4"):
             raw = cbor2.CBORTag(COMPRESSION_TAG, [compression, data.dtype.itemsize if compression == "bslz4" else 0,
-                                                  _CODEC.compress(compression, data)])
+                                                  _codec().compress(compression, data)])
         elif compression != "none":
             raise ValueError(f"unknown compression {compression!r}")
         array = cbor2.CBORTag(MULTI_DIM_TAG, [list(data.shape), cbor2.CBORTag(typed_array_tag(data.dtype), raw)])
