@@ -61,8 +61,13 @@ def test_state_counts_histogram_and_skips_malformed():
     assert state.add(decode_message([cbor2.dumps({"type": "start", "series": 7})]))
     assert state.snapshot()["frames"] == 0 and state.series == "7"
     assert state.add(decode_message([cbor2.dumps({"frame": 0, "npeaks": 12})]))
-    assert state.add({"htype": "braggsieve-end-1", "series": "7"}) and state.ended
     assert state.hits == 1  # no hit flag: npeaks >= min_peaks
+    assert state.add({"htype": "braggsieve-end-1", "series": "7"}) and state.ended
+    # braggsieve stream's results: a frame of another series starts a new one; median latency reported
+    for frame, latency in enumerate((3.0, 9.0, 4.0)):
+        assert state.add({"series": "8", "frame": frame, "npeaks": 2, "hit": False, "kept": 40,
+                          "latency_ms": latency})
+    assert state.series == "8" and state.frames == 3 and state.snapshot()["latency_ms"] == 4.0
 
 
 def _publisher():

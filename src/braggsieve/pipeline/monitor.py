@@ -17,6 +17,7 @@ Messages (multipart; each part that decodes as a JSON object or a CBOR map is re
 -- are ignored):
 
 * a frame: ``{"frame": <id>, "npeaks": <int>, "hit": <bool, optional: else npeaks >= --min-peaks>,
+  "series": <str, optional>, "latency_ms": <float, optional>,
   "file": <str, optional>, "index": <int, optional>, "shape": [ny, nx] (optional),
   "peaks_row": [...], "peaks_col": [...] (optional, pixels, centres at integers) or
   "peaks": [[row, col], ...]}``; ``frame_id`` and ``id`` are accepted for ``frame``;
@@ -94,7 +95,9 @@ class MonitorState:
 
     ``histogram[k]``: frames with exactly k peaks (int64, grows to the largest count seen); ``recent``: the
     last ``history`` (frame id, npeaks, hit) triples; ``times``: arrival times (s, monotonic) of the last
-    ``history`` frames, for the frame rate."""
+    ``history`` frames, for the frame rate; ``latencies``: the publisher's ``latency_ms`` of the last
+    ``history`` frames (receipt to publication, when it sends one).  A frame whose ``series`` differs from the
+    current one starts a new series, as a start message does."""
 
     min_peaks: int = 10
     history: int = 2000
@@ -106,6 +109,7 @@ class MonitorState:
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     recent: collections.deque = None
     times: collections.deque = None
+    latencies: collections.deque = None
     last_hit: dict | None = None
     last_frame: dict | None = None
     version: int = 0
@@ -113,6 +117,7 @@ class MonitorState:
     def __post_init__(self):
         self.recent = collections.deque(maxlen=self.history)
         self.times = collections.deque(maxlen=self.history)
+        self.latencies = collections.deque(maxlen=self.history)
 
     def reset(self, series: str = "") -> None:
         """Start a new series: every counter back to zero."""
@@ -129,6 +134,11 @@ class MonitorState:
             self.ended = True
             self.version += 1
             return True
+        series = message.get("series")
+        if series is not None and str(series) != self.series:
+            if self.series or self.frames:  # another series without a start message: a new run
+                self.reset(str(series))
+            self.series = str(series)
         try:
             npeaks = int(message["npeaks"])
             if npeaks < 0:
@@ -147,6 +157,8 @@ class MonitorState:
         self.hits += hit
         self.recent.append((frame if isinstance(frame, (int, str)) else str(frame), npeaks, hit))
         self.times.append(time.monotonic() if now is None else now)
+        if isinstance(message.get("latency_ms"), (int, float)):
+            self.latencies.append(float(message["latency_ms"]))
         self.last_frame = {"frame": frame, "npeaks": npeaks, "hit": hit}
         if hit:
             self.last_hit = {"frame": frame, "npeaks": npeaks, "file": message.get("file"),
@@ -175,6 +187,7 @@ class MonitorState:
             "hit_rate": self.hits / self.frames if self.frames else 0.0,
             "recent_hit_rate": sum(h for _, _, h in window) / len(window) if window else 0.0,
             "frame_rate": round(self.frame_rate(), 2),
+            "latency_ms": round(float(np.median(self.latencies)), 2) if self.latencies else None,
             "histogram": self.histogram.tolist(),
             "recent_npeaks": [n for _, n, _ in recent],
             "recent_hit": [int(h) for _, _, h in recent],

@@ -58,7 +58,7 @@ PAGE = r"""<!DOCTYPE html>
     <div class="tile"><div class="label">Hit rate (recent)</div><div class="value" id="recent-rate">&ndash;</div>
       <div class="sub">last 1000 frames</div></div>
     <div class="tile"><div class="label">Frame rate</div><div class="value" id="frame-rate">&ndash;</div>
-      <div class="sub">frames per second</div></div>
+      <div class="sub" id="latency">frames per second</div></div>
     <div class="tile"><div class="label">Skipped messages</div><div class="value" id="malformed">0</div>
       <div class="sub">malformed, not counted</div></div>
   </section>
@@ -160,6 +160,10 @@ function drawHit() {
   const [g, w, h] = canvas2d("hit"), hit = state.last_hit;
   if (!hit) { return; }
   const rows = hit.peaks_row || [], cols = hit.peaks_col || [];
+  if (!rows.length && !hit.shape) {
+    g.fillStyle = "#5d6b7d"; g.textAlign = "center"; g.fillText("the publisher sends no peak positions", w / 2, h / 2);
+    return;
+  }
   let ny = hit.shape ? hit.shape[0] : Math.max(...rows, 1) + 1, nx = hit.shape ? hit.shape[1] : Math.max(...cols, 1) + 1;
   const s = Math.min((w - 20) / nx, (h - 34) / ny), ox = (w - nx * s) / 2, oy = 18 + (h - 18 - ny * s) / 2;
   g.fillStyle = "#1c2430"; g.fillRect(ox, oy, nx * s, ny * s);
@@ -179,6 +183,7 @@ function render() {
   $("recent-rate").textContent = state.frames ? pct(state.recent_hit_rate) : "\u2013";
   $("frame-rate").textContent = state.frame_rate.toFixed(state.frame_rate < 10 ? 1 : 0);
   $("malformed").textContent = state.malformed;
+  $("latency").textContent = "frames per second" + (state.latency_ms !== null ? ` \u00b7 latency ${state.latency_ms} ms` : "");
   $("last-frame").textContent = state.last_frame ? `last: frame ${state.last_frame.frame}, ${state.last_frame.npeaks} peaks` : "\u00a0";
   $("series").textContent = state.series ? `series ${state.series}` : "";
   const st = $("status");
