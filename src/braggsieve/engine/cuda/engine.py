@@ -9,7 +9,8 @@ Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one C
 3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
 4. ``pixel_pass``: one thread per pixel, picking -> bit mask + counts, and the excess over the background;
    ``peak_pass``: tiles of 32 x 16 with a halo, the peak tests -> bit mask + counts;
-5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peaks`` compact the results;
+5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peak_index`` compact the results and
+   ``measure_peaks`` (one thread per peak) measures the peaks;
 6. device -> host copies of the sums, backgrounds and frame pointers into pinned memory.
 
 ``process_many`` keeps ``streams`` batches in flight on as many CUDA streams, so that the copy of one batch
@@ -59,7 +60,8 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int) -> dict:
     flag = {True: "true", False: "false"}
     names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}>",
              "pixel": f"pixel_pass<{ctype}>", "peak": f"peak_pass<{half}>", "picks": f"emit_picks<{ctype}>",
-             "peaks": f"emit_peaks<{ctype}, {half}>", "tables": "background_tables", "offsets": "frame_offsets"}
+             "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
+             "tables": "background_tables", "offsets": "frame_offsets"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
                                                         f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
                                                         f"-DTILE_H={TILE_H}", f"-DPIX_BLOCK={PIX_BLOCK}"),
@@ -204,6 +206,7 @@ class _Slot:
             self.peak_f = cp.empty((peak_cap, kernels.NPEAKF))
             self.peak_npix = cp.empty(peak_cap, np.int32)
             self.peak_index = cp.empty(peak_cap, np.int64)
+            self.peak_at = cp.empty(peak_cap, np.int64)
             self.h_peak_f = cupyx.empty_pinned((peak_cap, kernels.NPEAKF), np.float64)
             self.h_peak_npix = cupyx.empty_pinned(peak_cap, np.int32)
             self.h_peak_index = cupyx.empty_pinned(peak_cap, np.int64)
@@ -321,14 +324,15 @@ class _Slot:
                           np.int64(self.pick_cap), self.pick_index, self.pick_value))
         if self.peaks:
             pk = e.peak_params
-            fns["peaks"](grid, (EMIT_BLOCK,),
-                         (d_frames, np.int64(nwords), np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords),
-                          self.words[1], self.scan[1], s.mask, s.norm, s.fpos_peak, _ptr(s.dark), _ptr(s.dvar),
-                          _ptr(s.gmap), _ptr(s.dspacing), par, self.prof, self.filled,
-                          np.int32(e.binning.nbins), self.excess[0], self.excess[1], np.float64(pk.noise),
-                          np.float64(pk.cutoff_peak),
-                          np.float64(pk.min_spread), np.int64(self.peak_cap), self.peak_f, self.peak_npix,
-                          self.peak_index))
+            fns["peak_index"](grid, (EMIT_BLOCK,),
+                              (np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[1],
+                               self.scan[1], np.int64(self.peak_cap), self.peak_index, self.peak_at))
+            fns["measure"](((self.peak_cap + 127) // 128,), (128,),
+                           (d_frames, self.fptr[1, n:], np.int32(n), np.int32(ny), np.int32(nx), self.peak_at,
+                            s.mask, s.norm, s.fpos_peak, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
+                            _ptr(s.dspacing), par, self.prof, self.filled, np.int32(e.binning.nbins),
+                            self.excess[0], self.excess[1], np.float64(pk.noise), np.float64(pk.cutoff_peak),
+                            np.float64(pk.min_spread), np.int64(self.peak_cap), self.peak_f, self.peak_npix))
 
     def collect(self) -> FrameResults:
         """Wait for this slot's batch and return its results (host arrays owned by the caller)."""
@@ -429,7 +433,7 @@ class CudaEngine:
         self.stage_ms: dict[str, float] | None = None
         self._spread_row = 6 if self.integration.error_model == "azimuthal" else 2
         self._slots = [_Slot(self) for _ in range(max(1, streams))]
-        self._threads = staging_threads or min(8, os.cpu_count() or 1)
+        self._threads = staging_threads or min(16, os.cpu_count() or 1)
         self._pool = None
         self._pars: dict[np.dtype, cp.ndarray] = {}
 

@@ -347,45 +347,53 @@ __device__ __forceinline__ bool picked(const Bg& B, const Par& P, T raw, float s
 
 // peaks.py _flag_zingers on a window of v / var (row width W) at (a, b), image position (row, col): v0 >=
 // cutoff * sqrt(var0) (float32 root) and the 8 valid neighbours hold less than min_spread * v0.
-// floor = cutoff * sqrtf((float)(noise^2)) bounds the threshold from below (var >= noise^2, rounding and sqrtf
-// are monotonic), so most pixels are decided without a square root.
-__device__ __forceinline__ bool is_zinger(const float* sv, const float* svar, int W, int a, int b, int row,
-                                          int col, int ny, int nx, double cutoff, double floor, double min_spread) {
+// The windows below hold NaN at positions outside the image, which every rule treats like missing pixels
+// (as the CPU code treats both), so the loops need no bounds checks.
+//
+// peaks.py _flag_zingers on a window of v / var (row width W) at (a, b): v0 >= cutoff * sqrt(var0) (float32
+// root) and the 8 valid neighbours hold less than min_spread * v0.  floor = cutoff * sqrtf((float)(noise^2))
+// bounds the threshold from below (var >= noise^2; rounding and sqrtf are monotonic), so most pixels are
+// decided without a square root.
+__device__ __forceinline__ bool is_zinger(const float* sv, const float* svar, int W, int a, int b, double cutoff,
+                                          double floor, double min_spread) {
     const float v0 = sv[a * W + b];
     if (!((double)v0 >= floor)) return false;  // also false for NaN
     if (!((double)v0 >= cutoff * (double)sqrtf(svar[a * W + b]))) return false;
     double spread = 0.0;
+#pragma unroll
     for (int di = -1; di <= 1; ++di)
+#pragma unroll
         for (int dj = -1; dj <= 1; ++dj) {
-            const int ii = row + di, jj = col + dj;
-            if ((di != 0 || dj != 0) && ii >= 0 && ii < ny && jj >= 0 && jj < nx) {
-                const float vq = sv[(a + di) * W + b + dj];
-                if (isfinite(vq)) spread += (double)vq;
-            }
+            const float vq = sv[(a + di) * W + b + dj];
+            if ((di != 0 || dj != 0) && isfinite(vq)) spread += (double)vq;
         }
     return spread < min_spread * (double)v0;
 }
 
-// peaks.py _is_peak on a window of v / var / zinger flags (row width W), centre (a, b) at image (row, col).
+// peaks.py _is_peak on a window of v / var / zinger flags (row width W), centre (a, b).
 template <int H>
-__device__ bool is_peak(const float* sv, const float* svar, const unsigned char* sz, int W, int a, int b, int row,
-                        int col, int ny, int nx, double cutoff, double spread_snr, double min_spread, bool reject) {
-    const float v0 = sv[a * W + b];
-    if (!(v0 > 0.0f) || sz[a * W + b]) return false;
+__device__ __forceinline__ bool is_peak(const float* sv, const float* svar, const unsigned char* sz, int W, int a,
+                                        int b, double cutoff, double spread_snr, double min_spread, bool reject) {
+    const int c = a * W + b;
+    const float v0 = sv[c];
+    if (!(v0 > 0.0f) || sz[c]) return false;
     // The rules are all required and free of side effects, so the cheapest goes first: no larger usable
     // neighbour in the 3 x 3 box (a subset of the patch test below), which most pixels fail at once.
+#pragma unroll
     for (int di = -1; di <= 1; ++di)
+#pragma unroll
         for (int dj = -1; dj <= 1; ++dj) {
-            const int ii = row + di, jj = col + dj, k = (a + di) * W + b + dj;
-            if (ii < 0 || ii >= ny || jj < 0 || jj >= nx || !isfinite(sv[k]) || sz[k]) continue;
-            const float vq = sv[k];
-            if (vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))) return false;
+            const float vq = sv[c + di * W + dj];
+            if (isfinite(vq) && !sz[c + di * W + dj] && (vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))))
+                return false;
         }
     double box = 0.0, box_var = 0.0, nb_var = 0.0;
+#pragma unroll
     for (int di = -1; di <= 1; ++di)
+#pragma unroll
         for (int dj = -1; dj <= 1; ++dj) {
-            const int ii = row + di, jj = col + dj, k = (a + di) * W + b + dj;
-            if (ii >= 0 && ii < ny && jj >= 0 && jj < nx && isfinite(sv[k]) && !sz[k]) {
+            const int k = c + di * W + dj;
+            if (isfinite(sv[k]) && !sz[k]) {
                 box += (double)sv[k];
                 box_var += (double)svar[k];
                 if (di != 0 || dj != 0) nb_var += (double)svar[k];
@@ -395,14 +403,16 @@ __device__ bool is_peak(const float* sv, const float* svar, const unsigned char*
     const double guard = spread_snr * sqrt(nb_var);
     const double least = min_spread * (double)v0;
     if (box - (double)v0 < (least > guard ? least : guard)) return false;
+#pragma unroll
     for (int di = -H; di <= H; ++di)
+#pragma unroll
         for (int dj = -H; dj <= H; ++dj) {
-            const int ii = row + di, jj = col + dj, k = (a + di) * W + b + dj;
-            if (ii < 0 || ii >= ny || jj < 0 || jj >= nx || !isfinite(sv[k]) || sz[k]) {
+            const int k = c + di * W + dj;
+            const float vq = sv[k];
+            if (!isfinite(vq) || sz[k]) {
                 if (reject) return false;
                 continue;
             }
-            const float vq = sv[k];
             if (vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))) return false;
         }
     return true;
@@ -484,14 +494,13 @@ peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // zinger flags (they read v and var only)
         const int lr = e / W, lc = e % W;
         sz[e] = lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 &&
-                is_zinger(sv, svar, W, lr, lc, row0 - G + lr, col0 - G + lc, ny, nx, peak_cutoff, floor, min_spread);
+                is_zinger(sv, svar, W, lr, lc, peak_cutoff, floor, min_spread);
     }
     __syncthreads();
     const int lr = threadIdx.x / TILE_W, lc = threadIdx.x % TILE_W;
     const int row = row0 + lr, col = col0 + lc;
     const bool peak = row < ny && col < nx &&
-                      is_peak<H>(sv, svar, sz, W, lr + G, lc + G, row, col, ny, nx, peak_cutoff, spread_snr,
-                                 min_spread, reject != 0);
+                      is_peak<H>(sv, svar, sz, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0);
     const unsigned int kw = __ballot_sync(0xffffffffu, peak);
     if (lc == 0 && row < ny) {
         const long long w = ((long long)f * ny + row) * nwords + tx;
@@ -543,39 +552,60 @@ __global__ void emit_picks(const T* __restrict__ frames, long long nwords_total,
     }
 }
 
-// One thread per word holding peaks: measures each (peaks.py _measure_peaks and _centroid) over a 7 x 7 window
-// of the pixel pass's v / var, so that the zinger flags of the 5 x 5 box around the peak are known.
-template <typename T, int H>
-__global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total, int nframes, int ny, int nx,
-                           int nwords, const unsigned int* __restrict__ words, const long long* __restrict__ scan,
-                           const unsigned char* __restrict__ mask, const float* __restrict__ norm,
-                           const double* __restrict__ fpos_peak, const float* __restrict__ dark,
-                           const float* __restrict__ dvar, const float* __restrict__ gmap,
-                           const float* __restrict__ dspacing, const double* __restrict__ par,
-                           const double* __restrict__ prof, const float* __restrict__ filled, int nbins,
-                           const float* __restrict__ in_v, const float* __restrict__ in_var,
-                           double noise, double cutoff, double min_spread, long long capacity,
-                           double* __restrict__ out_f, int* __restrict__ out_npix, long long* __restrict__ out_index) {
-    const int G = 3, S = 2 * G + 1;  // the centroid's 5 x 5 box (and a patch of up to 5 x 5) plus the zinger ring
+// One thread per word holding peaks: the flat index of each peak at its compacted position, in index order
+// within each frame; `at` gets frame * ny * nx + index for the measuring kernel.
+__global__ void emit_peak_index(long long nwords_total, int ny, int nx, int nwords,
+                                const unsigned int* __restrict__ words, const long long* __restrict__ scan,
+                                long long capacity, long long* __restrict__ out_index, long long* __restrict__ at) {
     const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (w >= nwords_total) return;
     unsigned int word = words[w];
     if (!word) return;
     long long pos = scan[w] - __popc(word);
     const long long per_frame = (long long)ny * nwords;
-    const int f = (int)(w / per_frame);
+    const long long f = w / per_frame;
     const long long rem = w - f * per_frame;
     const int i = (int)(rem / nwords), wx = (int)(rem % nwords);
-    const T* frame = frames + (long long)f * ny * nx;
+    while (word) {
+        const int jb = __ffs(word) - 1;
+        word &= word - 1;
+        const long long p = (long long)i * nx + wx * 32 + jb;
+        if (pos < capacity) {
+            out_index[pos] = p;
+            at[pos] = f * ny * nx + p;
+        }
+        ++pos;
+    }
+}
+
+// One thread per peak: measures it (peaks.py _measure_peaks and _centroid) over a 7 x 7 window of the pixel
+// pass's v / var, so that the zinger flags of the 5 x 5 box around the peak are known.  *total is the number
+// of peaks of the batch (device memory: no host round trip).
+template <typename T, int H>
+__global__ void measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int nframes,
+                              int ny, int nx, const long long* __restrict__ at, const unsigned char* __restrict__ mask,
+                              const float* __restrict__ norm, const double* __restrict__ fpos_peak,
+                              const float* __restrict__ dark, const float* __restrict__ dvar,
+                              const float* __restrict__ gmap, const float* __restrict__ dspacing,
+                              const double* __restrict__ par, const double* __restrict__ prof,
+                              const float* __restrict__ filled, int nbins, const float* __restrict__ in_v,
+                              const float* __restrict__ in_var, double noise, double cutoff, double min_spread,
+                              long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix) {
+    // the 5 x 5 integration box is centred on the pixel nearest the centroid (up to 2 px from the peak), plus
+    // the ring that the zinger test of its pixels reads
+    const int G = 5, S = 2 * G + 1;
+    const long long pos = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (pos >= *total || pos >= capacity) return;
+    const long long npix = (long long)ny * nx;
+    const int f = (int)(at[pos] / npix);
+    const long long pix = at[pos] - f * npix;
+    const int i = (int)(pix / nx), j = (int)(pix % nx);
+    const T* frame = frames + (long long)f * npix;
     const Par P = load_par(par);
     const Bg B = load_bg(prof, filled, nframes, nbins, f);
     float sv[S * S], svar[S * S];
     unsigned char sz[S * S];
-    while (word) {
-        const int jb = __ffs(word) - 1;
-        word &= word - 1;
-        const int j = wx * 32 + jb;
-        if (pos >= capacity) { ++pos; continue; }
+    {
         for (int a = 0; a < S; ++a)
             for (int b = 0; b < S; ++b) {
                 const int ii = i - G + a, jj = j - G + b;
@@ -587,30 +617,10 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
         for (int a = 0; a < S; ++a)
             for (int b = 0; b < S; ++b)
                 sz[a * S + b] = (a > 0 && a < S - 1 && b > 0 && b < S - 1) &&
-                                is_zinger(sv, svar, S, a, b, i - G + a, j - G + b, ny, nx, cutoff,
-                                          cutoff * (double)sqrtf((float)(noise * noise)), min_spread);
+                                is_zinger(sv, svar, S, a, b, cutoff, cutoff * (double)sqrtf((float)(noise * noise)),
+                                          min_spread);
         auto usable = [&](int ii, int jj) { const int k = (ii - i + G) * S + (jj - j + G); return isfinite(sv[k]) && !sz[k]; };
         auto value = [&](int ii, int jj) { return sv[(ii - i + G) * S + (jj - j + G)]; };
-        double total = 0.0, variance_sum = 0.0, scale_sum = 0.0;
-        int npix = 0;
-        for (int ii = (i - H > 0 ? i - H : 0); ii < (i + H + 1 < ny ? i + H + 1 : ny); ++ii)
-            for (int jj = (j - H > 0 ? j - H : 0); jj < (j + H + 1 < nx ? j + H + 1 : nx); ++jj) {
-                if (!usable(ii, jj)) continue;
-                const long long q = (long long)ii * nx + jj;
-                float s, pvar;
-                pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, pvar);
-                const double g = gmap ? (double)gmap[q] : P.gain;
-                const double scale = (double)norm[q] * g;
-                total += (double)value(ii, jj) * scale;
-                scale_sum += scale;
-                variance_sum += (double)pvar * g * g;
-                ++npix;
-            }
-        const long long p = (long long)i * nx + j;
-        const double fpos = fpos_peak[p];
-        const double s_bg = interp_peak(B.sem, fpos, nbins);
-        variance_sum += scale_sum * scale_sum * s_bg * s_bg;
-        const double g0 = gmap ? (double)gmap[p] : P.gain;
         // Gaussian-windowed centroid over the 5 x 5 box, iterated to its fixed point (peaks.py _centroid)
         const int i0 = i - 2 > 0 ? i - 2 : 0, i1 = i + 3 < ny ? i + 3 : ny;
         const int j0 = j - 2 > 0 ? j - 2 : 0, j1 = j + 3 < nx ? j + 3 : nx;
@@ -643,6 +653,28 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
             col = new_col;
             if (moved < 1e-4) break;
         }
+        const int ci = (int)floor(row + 0.5) < 0 ? 0 : ((int)floor(row + 0.5) > ny - 1 ? ny - 1 : (int)floor(row + 0.5));
+        const int cj = (int)floor(col + 0.5) < 0 ? 0 : ((int)floor(col + 0.5) > nx - 1 ? nx - 1 : (int)floor(col + 0.5));
+        double total = 0.0, variance_sum = 0.0, scale_sum = 0.0;
+        int npix = 0;
+        for (int ii = (ci - 2 > 0 ? ci - 2 : 0); ii < (ci + 3 < ny ? ci + 3 : ny); ++ii)
+            for (int jj = (cj - 2 > 0 ? cj - 2 : 0); jj < (cj + 3 < nx ? cj + 3 : nx); ++jj) {
+                if (!usable(ii, jj)) continue;
+                const long long q = (long long)ii * nx + jj;
+                float s, pvar;
+                pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, pvar);
+                const double g = gmap ? (double)gmap[q] : P.gain;
+                const double scale = (double)norm[q] * g;
+                total += (double)value(ii, jj) * scale;
+                scale_sum += scale;
+                variance_sum += (double)pvar * g * g;
+                ++npix;
+            }
+        const long long p = (long long)i * nx + j;
+        const double fpos = fpos_peak[p];
+        const double s_bg = interp_peak(B.sem, fpos, nbins);
+        variance_sum += scale_sum * scale_sum * s_bg * s_bg;
+        const double g0 = gmap ? (double)gmap[p] : P.gain;
         double* o = out_f + pos * 7;
         o[0] = row;
         o[1] = col;
@@ -651,16 +683,11 @@ __global__ void emit_peaks(const T* __restrict__ frames, long long nwords_total,
         o[4] = (double)(sv[G * S + G] * norm[p]) * g0;
         o[5] = interp_peak(B.mean, fpos, nbins) * (double)norm[p] * g0;
         if (dspacing) {
-            int rr = (int)floor(row + 0.5), cc = (int)floor(col + 0.5);
-            rr = rr < 0 ? 0 : (rr > ny - 1 ? ny - 1 : rr);
-            cc = cc < 0 ? 0 : (cc > nx - 1 ? nx - 1 : cc);
-            o[6] = (double)dspacing[(long long)rr * nx + cc];
+            o[6] = (double)dspacing[(long long)ci * nx + cj];
         } else {
             o[6] = NAN_D;
         }
         out_npix[pos] = npix;
-        out_index[pos] = p;
-        ++pos;
     }
 }
 """
