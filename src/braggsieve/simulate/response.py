@@ -105,11 +105,14 @@ def _record(lam, state, gain, pedestal, sigma, extra_rate, offset, toggle, lo, h
 
 @njit(cache=True, parallel=True)
 def _record_frame(expected, key, response, gain, pedestal, read_noise, gap, marker, defect_index, extra_rate,
-                  offset, toggle_offset, extra_sigma, stuck_value, lo, hi, integer, out):
+                  offset, toggle_offset, extra_sigma, stuck_value, lo, hi, integer, counting, out):
     npix = expected.size
     for p in prange(npix):
         if gap[p]:
             out[p] = marker
+        elif counting:  # gain 1, no pedestal, no read noise: skip reading those maps
+            photons, _ = next_poisson(expected[p] * response[p], pixel_state(key, p))
+            out[p] = min(photons, hi)
         else:
             out[p] = _record(expected[p] * response[p], pixel_state(key, p), gain[p], pedestal[p], read_noise,
                              0.0, 0.0, 0.0, lo, hi, integer)
@@ -145,10 +148,12 @@ def record_frames(expected: np.ndarray, response: PixelResponse, seed: int, firs
     else:
         lo, hi, integer = -np.inf, np.inf, False
     gap = response.gap.reshape(-1)
+    counting = bool(response.read_noise == 0 and np.all(response.gain == 1) and not np.any(response.pedestal))
     for i in range(expected.shape[0]):
         _record_frame(np.ascontiguousarray(expected[i], dtype=np.float32).reshape(-1),
                       stream_key(seed, STREAM_NOISE, first_frame + i), response.response.reshape(-1),
                       response.gain.reshape(-1), response.pedestal.reshape(-1), float(response.read_noise), gap,
                       float(response.marker), response.defect_index, response.extra_rate, response.offset,
-                      response.toggle_offset, response.extra_sigma, response.stuck_value, lo, hi, integer, out[i].reshape(-1))
+                      response.toggle_offset, response.extra_sigma, response.stuck_value, lo, hi, integer, counting,
+                      out[i].reshape(-1))
     return out
