@@ -50,8 +50,8 @@ def _port() -> int:
 
 def make_run(folder: Path, shape, nframes: int) -> Path:
     rng = np.random.default_rng(0)
-    poni = Poni.from_beam_center(Detector.generic(shape, (75e-6, 75e-6)), 0.15, (shape[1] / 2 + 3.3, shape[0] / 2 - 7.1),
-                                 1.0e-10)
+    centre = (shape[1] / 2 + 3.3, shape[0] / 2 - 7.1)
+    poni = Poni.from_beam_center(Detector.generic(shape, (75e-6, 75e-6)), 0.15, centre, 1.0e-10)
     write_poni(poni, folder / "run.poni")
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
     background = 2 + 20 * np.exp(-np.hypot(yy - shape[0] / 2, xx - shape[1] / 2) / (shape[0] / 5))
@@ -142,8 +142,8 @@ def main() -> int:
             alone = float(np.median([offline(folder, args.device) for _ in range(args.repeats)]))
             assert all(r["balanced"] and r["frames_processed"] == args.frames for r in runs)
             print(f"{size} {SIZES[size]}: stream {ours:.2f} frames/s | engine alone {alone:.2f} frames/s "
-                  f"(stream/engine {ours / alone:.2f}) | transport+decode alone {wire:.1f} frames/s | latency ms at full "
-                  f"speed p50 {lat['p50']:.0f} p90 {lat['p90']:.0f} p99 {lat['p99']:.0f}, at half speed "
+                  f"(stream/engine {ours / alone:.2f}) | transport+decode alone {wire:.1f} frames/s | "
+                  f"latency ms at full speed p50 {lat['p50']:.0f} p90 {lat['p90']:.0f} p99 {lat['p99']:.0f}, at half speed "
                   f"p50 {paced['p50']:.0f} p90 {paced['p90']:.0f} p99 {paced['p99']:.0f}")
             sys.stdout.flush()
     return 0
