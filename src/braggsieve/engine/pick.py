@@ -115,10 +115,14 @@ def _classify(signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std
 
 
 @numba.njit(cache=True, inline="always")
-def _is_kept(state, f, i, j, grow):
+def _is_kept(state, f, i, j, grow, pixel_radius, r_lo, r_hi):
+    """Picked, or (with ``grow``) a valid pixel inside the range next to a spot pixel."""
     if state[f, i, j] > 0:
         return True
     if not grow:
+        return False
+    r = pixel_radius[i, j]
+    if not (r >= r_lo and r < r_hi):
         return False
     ny, nx = state.shape[1], state.shape[2]
     for di in range(-1, 2):
@@ -130,27 +134,28 @@ def _is_kept(state, f, i, j, grow):
 
 
 @numba.njit(cache=True, parallel=True)
-def _count_rows(state, valid, grow):
+def _count_rows(state, grow, pixel_radius, r_lo, r_hi):
     nframes, ny, nx = state.shape
     counts = np.zeros(nframes * ny, np.int64)
     for row in numba.prange(nframes * ny):
         f, i = row // ny, row % ny
         c = 0
         for j in range(nx):
-            if valid[i, j] and _is_kept(state, f, i, j, grow):
+            if _is_kept(state, f, i, j, grow, pixel_radius, r_lo, r_hi):
                 c += 1
         counts[row] = c
     return counts
 
 
 @numba.njit(cache=True, parallel=True)
-def _fill_rows(state, valid, grow, raw, dark, has_dark, row_start, index, intensity, is_integer, lo, hi):
+def _fill_rows(state, grow, pixel_radius, r_lo, r_hi, raw, dark, has_dark, row_start, index, intensity, is_integer,
+               lo, hi):
     nframes, ny, nx = state.shape
     for row in numba.prange(nframes * ny):
         f, i = row // ny, row % ny
         k = row_start[row]
         for j in range(nx):
-            if valid[i, j] and _is_kept(state, f, i, j, grow):
+            if _is_kept(state, f, i, j, grow, pixel_radius, r_lo, r_hi):
                 index[k] = i * nx + j
                 if has_dark:
                     value = np.float64(raw[f, i, j]) - dark[i, j]
@@ -198,10 +203,8 @@ def pick_pixels(frames_raw: np.ndarray, pre, binning, profile: RadialProfile, pa
     state = _classify(signal, raw, norm, pixel_radius, r_lo, r_hi, float(radial[0]), 1.0 / step,
                       bg.astype(np.float64), std.astype(np.float64), float(params.noise), float(params.cutoff_pick),
                       float(params.cutoff_spot), saturation)
-    # neighbours of spot pixels are kept when they are valid pixels inside the radial range
-    valid = (pixel_radius >= r_lo) & (pixel_radius < r_hi)
     grow = params.cutoff_spot > 0
-    counts = _count_rows(state, valid, grow)
+    counts = _count_rows(state, grow, pixel_radius, r_lo, r_hi)
     row_start = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=row_start[1:])
     total = int(row_start[-1])
@@ -215,7 +218,7 @@ def pick_pixels(frames_raw: np.ndarray, pre, binning, profile: RadialProfile, pa
     dark_arr = np.ascontiguousarray(dark, dtype=np.float32) if has_dark else np.zeros((1, 1), np.float32)
     is_integer = out_dtype.kind in "iu"
     lo, hi = ((float(np.iinfo(out_dtype).min), float(np.iinfo(out_dtype).max)) if is_integer else (0.0, 0.0))
-    _fill_rows(state, valid, grow, raw, dark_arr, has_dark, row_start, index, intensity, is_integer, lo, hi)
+    _fill_rows(state, grow, pixel_radius, r_lo, r_hi, raw, dark_arr, has_dark, row_start, index, intensity, is_integer, lo, hi)
     frame_ptr = row_start[::ny].copy()
     return SparseFrames(frame_ptr=frame_ptr, index=index, intensity=intensity, background_avg=bg,
                         background_std=std, radial=radial, unit=binning.unit)
