@@ -42,7 +42,7 @@ from . import kernels
 
 CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
 MAX_SHARED = 200 * 1024  # most dynamic shared memory for the pixels of one bin
-MIN_CLASS = 1024         # smallest shared-memory class of bins, in pixels (classes are powers of 2)
+CLASS_STEP = 2048        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
 MAX_HIST = 64            # most clipping cycles
 TILE_H = 16              # rows of a peak-pass tile (32 columns: one bit-mask word per warp)
 PIX_BLOCK = 256          # pixels of one row per block of the pixel pass
@@ -421,12 +421,12 @@ class CudaEngine:
         self.static = _Static(binning, corrections, d_spacing)
         if self.clip.cycles > MAX_HIST:
             raise ParameterError(f"the cuda engine runs at most {MAX_HIST} clipping cycles, got {self.clip.cycles}")
-        # Bins are launched by classes of size (powers of 2 pixels); each class gets the shared memory of its
-        # largest member, so that small bins leave room for several blocks per multiprocessor.
+        # Bins are launched by classes of size (multiples of CLASS_STEP pixels); each class gets the shared
+        # memory of its largest member, so that small bins leave room for several blocks per multiprocessor.
         self._item_bytes = 4 * (2 + (binning.coef is not None) + (self.static.cdvar is not None))
         most = MAX_SHARED // self._item_bytes if clip_shared is None else clip_shared
         counts = self.static.counts
-        sizes = np.maximum(MIN_CLASS, 1 << np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64))
+        sizes = np.maximum(1, -(-counts // CLASS_STEP)) * CLASS_STEP
         sizes = np.minimum(sizes, most)
         self._bin_classes = [(cp.asarray(np.flatnonzero(sizes == size).astype(np.int32)), int(size))
                              for size in np.unique(sizes)]
