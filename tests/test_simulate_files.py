@@ -129,11 +129,14 @@ def test_command_line_writes_the_run_and_rejects_bad_input(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cli.h5", "cli.poni", "cli_truth.h5", "sim.toml"])
 
 
-def test_demo_dataset_is_made_once_and_cached(tmp_path, monkeypatch):
+def test_demo_dataset_is_made_once_and_cached(tmp_path, monkeypatch, capsys):
     import braggsieve.simulate.demo as demo
     monkeypatch.setitem(demo.DEMO_PARAMS, "setup", demo.DEMO_PARAMS["setup"].__class__(
         detector="pilatus1m", distance=150.0, frames=3, seed=1))
-    files = demo_dataset(tmp_path)
+    monkeypatch.setenv("BRAGGSIEVE_CACHE", str(tmp_path))
+    assert main(["simulate", "--demo"]) == 0
+    files = demo_dataset()
+    assert capsys.readouterr().out.split() == [str(files.data), str(files.poni), str(files.truth)]
     assert files.data.exists() and files.poni.exists() and files.truth.exists()
     stamp = files.data.stat().st_mtime_ns
     assert demo_dataset(tmp_path) == files and files.data.stat().st_mtime_ns == stamp

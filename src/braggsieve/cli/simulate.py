@@ -22,6 +22,7 @@ The same seed gives bitwise the same frames.  Parameters can come from --config 
 
 EPILOG = """\
 example: braggsieve simulate -o run.h5 --detector eiger4m --frames 100 --hit-fraction 0.4 --seed 1
+         braggsieve simulate --demo          # prints the paths of the cached demo run
          braggsieve simulate -o jf.h5 --detector jungfrau4m --frames 20   # integrating: ADU, pedestal 1000"""
 
 # TOML table -> parameter dataclass.
@@ -33,8 +34,12 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("simulate", help="synthetic SSX frames with ground truth",
                                    description=DESCRIPTION, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--output", required=True, metavar="RUN.h5",
+    parser.add_argument("-o", "--output", metavar="RUN.h5",
                         help="frames file; RUN.poni and RUN_truth.h5 are written next to it")
+    parser.add_argument("--demo", action="store_true",
+                        help="make (first time) or find the built-in demo run -- 100 PILATUS 1M stills, 40%% hits -- "
+                             "in the cache ($BRAGGSIEVE_CACHE or ~/.cache/braggsieve) and print its paths; other "
+                             "options are ignored")
     parser.add_argument("--config", metavar="FILE.toml", help="TOML file with the tables listed above")
     parser.add_argument("--batch-size", type=int, default=4, help="frames generated at once (default: 4)")
     parser.add_argument("--mask-bad-pixels", action=argparse.BooleanOptionalAction, default=True,
@@ -51,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from ..simulate.files import write_run
     from ..simulate.ssx import SsxSimulator, run_geometry
 
+    if args.demo:
+        from ..simulate.demo import demo_dataset
+        files = demo_dataset()
+        print(f"{files.data}\n{files.poni}\n{files.truth}")
+        return 0
+    if args.output is None:
+        raise ParameterError("braggsieve simulate needs -o/--output RUN.h5 (or --demo)")
     config = load_config(args.config)
     unknown = sorted(set(config) - set(TABLES))
     if unknown:

@@ -2,8 +2,8 @@
 
 ``demo_dataset()`` returns the paths of the run (frames ``demo.h5``, ``demo.poni``, ``demo_truth.h5``) in
 ``$BRAGGSIEVE_CACHE`` or ``$XDG_CACHE_HOME/braggsieve`` (default ``~/.cache/braggsieve``), under a folder
-named after a hash of the parameters, so that a braggsieve version that changes the simulation makes a new
-dataset instead of reusing a stale one.  Generation takes about 10 s on two cores.
+named after a hash of the braggsieve version and the parameters, so that a version that changes the
+simulation makes a new dataset instead of reusing a stale one.  Generation takes about 10 s on two cores.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def demo_dataset(cache_dir: str | os.PathLike | None = None, progress: bool | No
     from .ssx import SsxSimulator, run_geometry  # numerical modules: only when the data must be made
 
     described = {name: as_dict(p) for name, p in DEMO_PARAMS.items()}
-    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps([__version__, described], sort_keys=True).encode()).hexdigest()[:10]
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     files = run_files(folder / f"demo-{digest}" / "demo.h5")
     if all(path.exists() for path in (files.data, files.poni, files.truth)):

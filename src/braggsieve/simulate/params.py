@@ -44,7 +44,8 @@ class SsxParams:
     cell: tuple[float, float, float, float, float, float] = option(
         (58.0, 58.0, 150.4, 90.0, 90.0, 90.0), "unit cell a b c (Angstrom) alpha beta gamma (degrees); default: "
         "thaumatin", nargs=6, type=float, metavar=("A", "B", "C", "ALPHA", "BETA", "GAMMA"))
-    hit_fraction: float = option(0.4, "fraction of frames that hold a crystal")
+    hit_fraction: float = option(0.4, "probability that a frame holds a crystal (each frame drawn "
+                                 "independently, so a run's fraction scatters around it)")
     b_factor: float = option(20.0, "Wilson B factor, Angstrom^2 (intensities fall as exp(-B / (2 d^2)))")
     d_min: float = option(0.0, "resolution limit of the crystal, Angstrom (0: the detector's corner)")
     mosaicity: float = option(0.1, "mosaic spread (std), degrees")
