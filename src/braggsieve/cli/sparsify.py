@@ -38,7 +38,7 @@ def register(subparsers) -> None:
                        help="write a root 'creator' starting with 'pyFAI' so that fabio.open and FabIO's "
                             "densify-Bragg recognise the file (it says braggsieve wrote it)")
     group.add_argument("--batch-size", type=int, default=8, metavar="N",
-                       help="frames processed together; memory grows by about 12 bytes per pixel per frame "
+                       help="frames processed together; memory grows by about 25 bytes per pixel per frame "
                             "(default: 8)")
     group.add_argument("--report", action="store_true",
                        help="after writing, print the quality report (compression ratio against the input "
