@@ -127,6 +127,7 @@ class SsxSimulator:
         self.projection = Projection.from_poni(self.poni)
         self._raw_sigma = self.projection.raw_sigma(tuple(1e-6 * s for s in self.ssx.spot_size))
         self._good_pixels = np.flatnonzero(~gap.reshape(-1))
+        self._expected_buffer = np.empty((1, *self.shape), np.float32)
 
     def truth(self, frame: int) -> FrameTruth:
         """The random content of frame ``frame`` (its hit, crystal, spots and zingers)."""
@@ -182,12 +183,12 @@ class SsxSimulator:
         return out
 
     def frames(self, start: int, stop: int, out: np.ndarray | None = None) -> tuple[np.ndarray, list[FrameTruth]]:
-        """Raw frames ``start..stop-1`` ((n, ny, nx), the detector's dtype) and their truths."""
+        """Raw frames ``start..stop-1`` ((n, ny, nx), the detector's dtype, written into ``out`` if given) and
+        their truths.  One float32 frame of expected photons is reused, so memory is that of the output."""
         n = stop - start
-        expected = np.empty((n, *self.shape), np.float32)
+        raw = np.empty((n, *self.shape), self.dtype) if out is None else out[:n]
         truths = [self.truth(i) for i in range(start, stop)]
         for k, truth in enumerate(truths):
-            self.expected(truth, expected[k])
-        raw = record_frames(expected, self.response, self.seed, start, self.dtype,
-                            None if out is None else out[:n])
+            self.expected(truth, self._expected_buffer[0])
+            record_frames(self._expected_buffer, self.response, self.seed, start + k, self.dtype, raw[k:k + 1])
         return raw, truths
