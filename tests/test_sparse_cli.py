@@ -1,4 +1,6 @@
 """sparsify -> densify -> compare through the command line, on small frames; outputs checked with FabIO/h5py."""
+from pathlib import Path
+
 import h5py
 import hdf5plugin  # noqa: F401  (filters for h5py)
 import numpy as np
@@ -131,3 +133,29 @@ def test_bad_inputs_leave_nothing(run, tmp_path, capsys):
         h5["/entry/data/data"] = frames[:, :50, :50]
     assert main(["sparsify", str(other_shape), "--poni", str(tmp / "run.poni"), "-o", str(out)]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.h5", "small.h5"]
+
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "grid_stills_pilatus3_6m"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_pilatus_still(tmp_path):
+    """A real PILATUS3 6M still (geometry from its miniCBF header): stored pixels are the measured values,
+    including overloads above the count cut-off, and the gaps (-1) are masked."""
+    frame_file = REAL / "thau_3_2_0002.cbf.bz2"
+    if not frame_file.exists():
+        pytest.skip("real data absent")
+    out = tmp_path / "thau.h5"
+    assert main(["sparsify", str(frame_file), "-o", str(out), "--polarization", "0.99"]) == 0
+    raw = fabio.open(str(frame_file)).data
+    image = SparseImage()
+    image.read(str(out))
+    with h5py.File(out) as h5:
+        index = h5["entry_0000/sparse_frames/index"][()]
+        intensity = h5["entry_0000/sparse_frames/intensity"][()]
+    np.testing.assert_array_equal(intensity, raw.ravel()[index])
+    assert intensity.dtype == np.int32 and 0.001 < len(index) / raw.size < 0.1
+    overloads = np.flatnonzero(raw.ravel() >= 115897)
+    assert len(overloads) >= 1 and np.isin(overloads, index).all()  # frame 2 has one overloaded pixel
+    assert np.isnan(image.mask[raw == -1]).all()
