@@ -13,7 +13,7 @@ from ..params import option
 
 @dataclass(frozen=True)
 class SetupParams:
-    """Run and geometry: detector, distance, wavelength, beam centre, number of frames, seed."""
+    """Run and geometry: detector, distance, wavelength, beam centre, number of frames, seed"""
 
     detector: str = option("eiger4m", "registry detector (eiger4m, eiger9m, eiger16m, pilatus1m, pilatus6m, "
                            "jungfrau4m, jungfrau4m_raw, agipd1m, cspad, ...)")
@@ -23,7 +23,7 @@ class SetupParams:
     wavelength: float = option(1.0, "X-ray wavelength, Angstrom (12.398 / energy in keV)")
     beam_center: tuple[float, float] | None = option(
         None, "beam centre X Y in pixels from the detector's outer corner (x = fast/column, y = slow/row; pixel "
-        "i spans [i, i+1)); default: the middle of the detector", nargs=2, type=float, metavar=("X", "Y"))
+        "i spans [i, i+1)); none = the middle of the detector", nargs=2, type=float, metavar=("X", "Y"))
     frames: int = option(100, "number of frames")
     seed: int = option(1, "random seed: the same seed gives bitwise the same files")
 
@@ -39,7 +39,7 @@ class SetupParams:
 
 @dataclass(frozen=True)
 class SsxParams:
-    """Crystals, hits, spots and zingers."""
+    """Crystals, hits, spots and zingers"""
 
     cell: tuple[float, float, float, float, float, float] = option(
         (58.0, 58.0, 150.4, 90.0, 90.0, 90.0), "unit cell a b c (Angstrom) alpha beta gamma (degrees); default: "
@@ -77,7 +77,7 @@ class SsxParams:
 
 @dataclass(frozen=True)
 class BackgroundParams:
-    """Amorphous background profile (photons per pixel at normal incidence)."""
+    """Amorphous background profile (photons per pixel at normal incidence)"""
 
     floor: float = option(2.5, "flat background, photons/pixel")
     lowq: float = option(10.0, "small-angle scatter at q = 0, photons/pixel")
@@ -106,7 +106,7 @@ NOISE_MODELS = ("auto", "counting", "integrating")
 
 @dataclass(frozen=True)
 class NoiseParams:
-    """Detector noise: counting (Poisson) or integrating (gain, pedestal, read noise)."""
+    """Detector noise: counting (Poisson) or integrating (gain, pedestal, read noise)"""
 
     noise_model: str = option("auto", "counting: Poisson photon counts (Eiger, Pilatus); integrating: ADU = gain x "
                               "photons + pedestal + Gaussian read noise (JUNGFRAU, AGIPD, CSPAD); auto: from the "
@@ -139,7 +139,7 @@ DEFECT_TYPES = {"dead": 1, "hot": 2, "noisy": 3, "offset": 4, "bimodal": 5, "stu
 
 @dataclass(frozen=True)
 class BadPixelParams:
-    """Planted bad pixels (ground truth in the truth file)."""
+    """Planted bad pixels (ground truth in the truth file)"""
 
     bad_fraction: float = option(1e-4, "fraction of the (non-gap) pixels that are defective, shared equally by "
                                  "BAD_TYPES")

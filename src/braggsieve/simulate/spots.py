@@ -7,8 +7,10 @@ indices) with Gaussian std ``(sigma_row, sigma_col)`` pixels puts into pixel ``(
             * [Phi((j + 1/2 - col) / sigma_col) - Phi((j - 1/2 - col) / sigma_col)]
 
 (Phi: the normal cumulative distribution), the exact integral of the Gaussian over the pixel, over a patch of
-+-``half_width`` pixels around the centre, clipped to the spot's panel; what falls outside is lost (as on a
-real detector's gaps).
++-k sigma around the centre with ``k = sqrt(2 ln(100 photons))`` (at least 2): the photons left outside the
+patch, at most ``2 photons exp(-k^2 / 2)``, stay below 0.02 per spot, so that faint spots get small patches and
+bright ones large.  The patch is clipped to the spot's panel; what falls outside is lost (as on a real
+detector's gaps).
 """
 from __future__ import annotations
 
@@ -27,18 +29,20 @@ def _pixel_fractions(centre, sigma, first, count, out):
 
 
 @njit(cache=True)
-def _stamp(frame, row, col, photons, sigma_row, sigma_col, bounds, half_width):
-    size = 2 * half_width + 1
-    wr = np.empty(size)
-    wc = np.empty(size)
+def _stamp(frame, row, col, photons, sigma_row, sigma_col, bounds):
     deposited = np.zeros(row.size)
     for s in range(row.size):
-        r0 = max(int(math.floor(row[s] + 0.5)) - half_width, bounds[s, 0])
-        r1 = min(int(math.floor(row[s] + 0.5)) + half_width + 1, bounds[s, 1])
-        c0 = max(int(math.floor(col[s] + 0.5)) - half_width, bounds[s, 2])
-        c1 = min(int(math.floor(col[s] + 0.5)) + half_width + 1, bounds[s, 3])
+        k = math.sqrt(2.0 * math.log(max(100.0 * photons[s], math.e ** 2)))
+        half_rows = int(math.ceil(k * sigma_row[s]))
+        half_cols = int(math.ceil(k * sigma_col[s]))
+        r0 = max(int(math.floor(row[s] + 0.5)) - half_rows, bounds[s, 0])
+        r1 = min(int(math.floor(row[s] + 0.5)) + half_rows + 1, bounds[s, 1])
+        c0 = max(int(math.floor(col[s] + 0.5)) - half_cols, bounds[s, 2])
+        c1 = min(int(math.floor(col[s] + 0.5)) + half_cols + 1, bounds[s, 3])
         if r1 <= r0 or c1 <= c0:
             continue
+        wr = np.empty(r1 - r0)
+        wc = np.empty(c1 - c0)
         _pixel_fractions(row[s], sigma_row[s], r0, r1 - r0, wr)
         _pixel_fractions(col[s], sigma_col[s], c0, c1 - c0, wc)
         total = 0.0
@@ -52,18 +56,16 @@ def _stamp(frame, row, col, photons, sigma_row, sigma_col, bounds, half_width):
 
 
 def add_spots(frame: np.ndarray, row: np.ndarray, col: np.ndarray, photons: np.ndarray, sigma_row: np.ndarray,
-              sigma_col: np.ndarray, bounds: np.ndarray, half_width: int) -> np.ndarray:
+              sigma_col: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Add spots to ``frame`` (float32 (ny, nx), expected photons) in place.
 
     Args:
         row, col, photons, sigma_row, sigma_col: float64 (k,) per spot (pixels, photons, pixels).
         bounds: int64 (k, 4) raw rows [start, stop) and columns [start, stop) of each spot's panel.
-        half_width: patch half-width in pixels (the patch is (2 half_width + 1)^2).
 
     Returns:
-        float64 (k,) expected photons each spot deposited inside its panel (within the patch).
+        float64 (k,) expected photons each spot deposited inside its panel (within its patch).
     """
     return _stamp(frame, np.ascontiguousarray(row, np.float64), np.ascontiguousarray(col, np.float64),
                   np.ascontiguousarray(photons, np.float64), np.ascontiguousarray(sigma_row, np.float64),
-                  np.ascontiguousarray(sigma_col, np.float64), np.ascontiguousarray(bounds, np.int64),
-                  int(half_width))
+                  np.ascontiguousarray(sigma_col, np.float64), np.ascontiguousarray(bounds, np.int64))

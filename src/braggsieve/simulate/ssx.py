@@ -176,9 +176,8 @@ class SsxSimulator:
         table = truth.reflections
         if table.size:
             sigma = self._raw_sigma[table["panel"]]
-            half_width = int(math.ceil(4.0 * sigma.max()))
             add_spots(out, table["row"], table["col"], table["photons"], sigma[:, 0], sigma[:, 1],
-                      self.projection.bounds[table["panel"]], half_width)
+                      self.projection.bounds[table["panel"]])
         np.add.at(out, (truth.zingers["row"], truth.zingers["col"]), truth.zingers["photons"])
         return out
 
