@@ -125,8 +125,14 @@ def test_command_line_writes_the_run_and_rejects_bad_input(tmp_path, capsys):
     assert main(["simulate", "-o", str(bad), "--hit-fraction", "1.5"]) == 2
     assert main(["simulate", "-o", str(bad), "--frames", "1", "--config", str(tmp_path / "missing.toml")]) == 2
     assert main(["simulate", "-o", str(bad), "--detector", "nosuchdetector"]) == 2
-    assert "hit-fraction" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cli.h5", "cli.poni", "cli_truth.h5", "sim.toml"])
+    no_wavelength = tmp_path / "nowl.poni"
+    no_wavelength.write_text("poni_version: 2\nDetector: Pilatus1M\nDetector_config: {}\nDistance: 0.1\n"
+                             "Poni1: 0.08\nPoni2: 0.08\nRot1: 0\nRot2: 0\nRot3: 0\n")
+    assert main(["simulate", "-o", str(bad), "--poni", str(no_wavelength)]) == 2
+    err = capsys.readouterr().err
+    assert "hit-fraction" in err and "nowl.poni" in err and "wavelength" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cli.h5", "cli.poni", "cli_truth.h5", "sim.toml",
+                                                                 "nowl.poni"])
 
 
 def test_demo_dataset_is_made_once_and_cached(tmp_path, monkeypatch, capsys):
