@@ -2,12 +2,13 @@
 sigma-clip per frame, peaks, picking, write parts, publish) against two references measured in the same run:
 
 * transport: a bare PULL socket receiving and decoding the same Stream V2 messages (the ceiling set by
-  ZeroMQ + CBOR + bitshuffle-LZ4 decompression), and
+  ZeroMQ + CBOR + bitshuffle-LZ4 decompression in one thread), and
 * offline: ``Engine.process`` on the same frames already in memory (the ceiling set by the engine).
 
 Frames: Poisson background falling with radius plus 30 spots on half the frames, uint32, on a generic
 detector of 1024 x 1024 (1 Mpixel) and 2167 x 2070 (Eiger 4M, 4.5 Mpixel) pixels.  Each figure is the median
-of --repeats runs after a warm-up run; latency (receipt to publication) is given at full speed (the queue
+of --repeats runs after a warm-up run.  The frames are sent by 'braggsieve replay' in another process
+(Stream V2, bitshuffle-LZ4), as a detector would; latency (receipt to publication) is given at full speed (the queue
 fills: latency ~ queue length / rate) and with the sender paced at half the measured rate.  Usage:
 
     python benchmarks/stream_throughput.py [--frames 24] [--repeats 3] [--sizes 1M 4M] [--device cpu]
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,11 +36,11 @@ from braggsieve.engine.pick import PickParams
 from braggsieve.geometry import Detector, Poni, write_poni
 from braggsieve.io.frames import open_frames
 from braggsieve.pipeline.messages import decode
-from braggsieve.pipeline.replay import replay
 from braggsieve.pipeline.setup import build_setup
 from braggsieve.pipeline.stream import StreamParams, StreamProcessor, stream_source
 from braggsieve.pipeline.veto import VetoParams
 
+_MAIN = "import sys; from braggsieve.cli import main; sys.exit(main(sys.argv[1:]))"
 SIZES = {"1M": (1024, 1024), "4M": (2167, 2070)}
 
 
@@ -72,14 +74,20 @@ def params():
             VetoParams: VetoParams()}
 
 
+def sender(folder: Path, address: str, *, bind: bool, series: str = "bench", rate: float = 0.0):
+    """``braggsieve replay`` in its own process (a detector is another machine: its encoding must not compete
+    with the receiver for this interpreter)."""
+    return subprocess.Popen([sys.executable, "-c", _MAIN, "replay", str(folder / "run.h5"),
+                             "--to" if bind else "--connect-to", address, "--series", series, "--rate", str(rate)],
+                            stdout=subprocess.DEVNULL)
+
+
 def transport(folder: Path) -> float:
     """frames/s of a bare PULL + decode loop."""
     address = f"tcp://127.0.0.1:{_port()}"
     pull = zmq.Context.instance().socket(zmq.PULL)
     pull.bind(address)
-    source = open_frames(str(folder / "run.h5"))
-    sender = threading.Thread(target=replay, args=(source, address), kwargs={"bind": False, "progress": False})
-    sender.start()
+    process = sender(folder, address, bind=False)
     count, first = 0, None
     while True:
         message = decode(pull.recv_multipart())
@@ -89,7 +97,7 @@ def transport(folder: Path) -> float:
         if type(message).__name__ == "End":
             break
     elapsed = time.perf_counter() - first
-    sender.join()
+    process.wait()
     pull.close()
     return count / elapsed
 
@@ -115,9 +123,9 @@ def stream(folder: Path, device: str, run_number: int, rate: float = 0.0) -> dic
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("report", processor.run()))
     thread.start()
-    replay(open_frames(str(folder / "run.h5")), address, series=f"bench-{run_number}", bind=True, rate=rate,
-           progress=False)
+    process = sender(folder, address, bind=True, series=f"bench-{run_number}", rate=rate)
     thread.join()
+    process.wait()
     return result["report"].as_dict()
 
 
@@ -143,8 +151,8 @@ def main() -> int:
             assert all(r["balanced"] and r["frames_processed"] == args.frames for r in runs)
             print(f"{size} {SIZES[size]}: stream {ours:.2f} frames/s | engine alone {alone:.2f} frames/s "
                   f"(stream/engine {ours / alone:.2f}) | transport+decode alone {wire:.1f} frames/s | "
-                  f"latency ms at full speed p50 {lat['p50']:.0f} p90 {lat['p90']:.0f} p99 {lat['p99']:.0f}, at half speed "
-                  f"p50 {paced['p50']:.0f} p90 {paced['p90']:.0f} p99 {paced['p99']:.0f}")
+                  f"latency ms at full speed p50 {lat['p50']:.0f} p90 {lat['p90']:.0f} p99 {lat['p99']:.0f}, "
+                  f"at half speed p50 {paced['p50']:.0f} p90 {paced['p90']:.0f} p99 {paced['p99']:.0f}")
             sys.stdout.flush()
     return 0
 
