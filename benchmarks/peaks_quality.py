@@ -230,13 +230,13 @@ def main(argv=None):
     results = {}
     settings = [PeakParams()]
     if args.grid:
-        settings += [PeakParams(cutoff_peak=c, patch_size=p, connected=n, min_spread=s)
-                     for c in (3.0, 3.5, 4.0, 5.0) for p in (3, 5) for n in (2, 3) for s in (0.05,)
-                     if (c, p, n) != (4.0, 5, 2)]
+        settings += [PeakParams(cutoff_peak=c, patch_size=p, noise=n)
+                     for c in (4.0, 4.25, 4.4, 4.5, 5.0) for p in (3, 5) for n in (1.0,)]
+        settings = list(dict.fromkeys(settings))
     found, times = run_braggsieve(source, poni, corr, binning, integration, settings, frames)
     for params, fnd, t in zip(settings, found, times):
-        name = (f"braggsieve cutoff {params.cutoff_peak:g} patch {params.patch_size} connected "
-                f"{params.connected}" + (" (default)" if params == PeakParams() else ""))
+        name = (f"braggsieve cutoff {params.cutoff_peak:g} patch {params.patch_size} noise {params.noise:g}"
+                + (" (default)" if params == PeakParams() else ""))
         results[name] = {**evaluate(truth, frames, fnd), "s_per_frame": t}
     sub = frames[:args.pyfai_frames]
     if args.pyfai_frames:

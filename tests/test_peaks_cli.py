@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(run, tmp_path, capsys):
     for argv in (["peaks", str(tmp_path / "bad.h5"), "--poni", str(folder / "run.poni"), "-o",
                   str(tmp_path / "x.cxi")],
                  ["peaks", str(folder / "run.h5"), "--poni", str(folder / "run.poni"), "-o",
-                  str(tmp_path / "x.cxi"), "--connected", "1"],
+                  str(tmp_path / "x.cxi"), "--spread-snr", "-1"],
                  ["peaks", str(folder / "run.h5"), "--poni", str(folder / "run.poni"), "-o",
                   str(tmp_path / "x.h5")]):
         assert main(argv) == 2
