@@ -227,7 +227,7 @@ def pick_pixels(frames_raw: np.ndarray, pre, binning, profile: RadialProfile, pa
 def quantise_intensities(sparse: SparseFrames, fraction: float, gain=1.0) -> SparseFrames:
     """Noise-aware lossy rounding of the stored intensities (an option beyond pyFAI).
 
-    Each stored value I (detector units) is rounded to the nearest multiple of the largest power of two
+    Each stored value I (detector units) is rounded to the nearest multiple (ties to even) of the largest power of two
     ``step <= fraction * sigma``, with ``sigma = sqrt(max(I, 1) * gain)`` the pixel's own Poisson noise in
     detector units (``gain`` in ADU per photon, a scalar or a ``(ny, nx)`` map, 1 for counting detectors); a step below 1 means no rounding.
     The rounding error's variance, at most ``step**2 / 12 <= fraction**2 / 12`` of the pixel's Poisson
@@ -244,7 +244,7 @@ def quantise_intensities(sparse: SparseFrames, fraction: float, gain=1.0) -> Spa
         gain = gain.ravel()[sparse.index]
     sigma = np.sqrt(np.maximum(values, 1.0) * gain)
     step = np.exp2(np.floor(np.log2(np.maximum(fraction * sigma, 1.0))))
-    rounded = np.floor(values / step + 0.5) * step
+    rounded = np.rint(values / step) * step  # ties to even: half up would bias integers by +1/2
     if sparse.intensity.dtype.kind in "iu":
         info = np.iinfo(sparse.intensity.dtype)
         rounded = np.clip(rounded, info.min, info.max)
