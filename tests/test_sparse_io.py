@@ -40,11 +40,12 @@ def _write(path, radius, radial, norm, batches, **kw):
             writer.append(batch, ["a.h5", "b.h5"], [number % 2], [number // 2])
 
 
-@pytest.mark.parametrize("dtype", [np.uint32, np.int32, np.float32])
-def test_fabio_reads_braggsieve_files_and_densifies_identically(tmp_path, dtype):
+@pytest.mark.parametrize("dtype,compression", [(np.uint32, "zstd"), (np.int32, "zstd"), (np.float32, "zstd"),
+                                               (np.uint32, "bslz4")])
+def test_fabio_reads_braggsieve_files_and_densifies_identically(tmp_path, dtype, compression):
     radius, radial, norm, batches = _frames(dtype=dtype)
     path = tmp_path / "s.h5"
-    _write(path, radius, radial, norm, batches)
+    _write(path, radius, radial, norm, batches, compression=compression)
     image = SparseImage()
     image.read(str(path))
     assert image.nframes == len(batches)

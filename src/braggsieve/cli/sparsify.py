@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     group.add_argument("--fabio-compatible", action="store_true",
                        help="write a root 'creator' starting with 'pyFAI' so that fabio.open and FabIO's "
                             "densify-Bragg recognise the file (it says braggsieve wrote it)")
+    group.add_argument("--compression", choices=("zstd", "bslz4"), default="zstd",
+                       help="codec: zstd (Blosc2 shuffle + zstd: about 25%% smaller) or bslz4 (bitshuffle-LZ4 "
+                            "everywhere, as pyFAI writes); both come with hdf5plugin (default: zstd)")
     group.add_argument("--batch-size", type=int, default=8, metavar="N",
                        help="frames processed together; memory grows by about 25 bytes per pixel per frame "
                             "(default: 8)")
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if setup.device == "cuda":
         raise ParameterError("--device cuda is not available for sparsify yet; use --device cpu")
     summary = sparsify_run(source, setup, setup.param(PickParams), args.output, quantise=args.quantise,
-                           creator_compat=args.fabio_compatible, batch_size=args.batch_size, argv=sys.argv)
+                           creator_compat=args.fabio_compatible, compression=args.compression,
+                           batch_size=args.batch_size, argv=sys.argv)
     kept = summary.kept
     print(f"{len(kept)} frame(s), {kept.mean() if len(kept) else 0:.0f} pixels kept per frame "
           f"({100 * summary.kept_fraction.mean() if len(kept) else 0:.3f}% of {summary.npixels} valid); "

@@ -55,8 +55,13 @@ REQUIRED = ("mask", "frame_ptr", "index", "intensity")
 # Measured on 20 simulated Eiger 4M frames (2.1 M stored pixels): index 1.56 / 1.19 bytes per pixel and
 # intensity 0.57 / 0.41 with bitshuffle-LZ4 / Blosc2 byte-shuffle + zstd level 5 (level 9 is 30x slower for
 # 8% less); the smooth static maps compress better bit-shuffled.
-_PER_FRAME = hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE)
-_STATIC = hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.BITSHUFFLE)
+# ``compression="bslz4"`` writes everything with bitshuffle-LZ4 as pyFAI does (larger, for readers whose
+# HDF5 plugins lack Blosc2).
+CODECS = {
+    "zstd": (hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE),
+             hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.BITSHUFFLE)),
+    "bslz4": (hdf5plugin.Bitshuffle(cname="lz4"), hdf5plugin.Bitshuffle(cname="lz4")),
+}
 _CHUNK_PIXELS = 1 << 18   # index/intensity chunk (1 MB of uint32)
 _TEXT = h5py.string_dtype()
 
@@ -109,13 +114,17 @@ class SparseWriter:
             ``beam_center_y`` (pixels), ``wavelength`` (m), written like pyFAI's NXdetector.
         creator_compat: write a root ``creator`` that FabIO's ``fabio.open`` recognises (see module docstring).
         radius_fraction: the radius map is rounded to at most 1/radius_fraction of a bin (0 = exact float32).
+        compression: ``zstd`` (Blosc2, default) or ``bslz4`` (bitshuffle-LZ4 everywhere, as pyFAI).
     """
 
     def __init__(self, path: str | os.PathLike, *, radius_map: np.ndarray, radial: np.ndarray, unit: str,
                  dtype, normalization: np.ndarray | None = None, dummy=None,
                  configuration: dict[str, Any] | None = None, provenance=None,
                  instrument: dict[str, float] | None = None, creator_compat: bool = False,
-                 radius_fraction: int = 4):
+                 radius_fraction: int = 4, compression: str = "zstd"):
+        if compression not in CODECS:
+            raise ValueError(f"unknown compression {compression!r}; choose one of {', '.join(CODECS)}")
+        self._per_frame, self._static = CODECS[compression]
         self.path = os.fspath(path)
         self.shape = tuple(radius_map.shape)
         self.dtype = np.dtype(dtype)
@@ -172,12 +181,12 @@ class SparseWriter:
         width = (self._radial[-1] - self._radial[0]) / (len(self._radial) - 1) if len(self._radial) > 1 else 1.0
         rmap = (quantised_radius(self._radius_map, width, self._radius_fraction) if self._radius_fraction
                 else np.asarray(self._radius_map, np.float32))
-        mask = data.create_dataset("mask", data=rmap, chunks=(min(256, self.shape[0]), self.shape[1]), **_STATIC)
+        mask = data.create_dataset("mask", data=rmap, chunks=(min(256, self.shape[0]), self.shape[1]), **self._static)
         mask.attrs.update({"interpretation": "image", "unit": self._unit,
                            "long_name": "radial position of each pixel centre; NaN = masked pixel"})
         if self._normalization is not None:
             norm = data.create_dataset("normalization", data=rounded_mantissa(self._normalization),
-                                       chunks=(min(256, self.shape[0]), self.shape[1]), **_STATIC)
+                                       chunks=(min(256, self.shape[0]), self.shape[1]), **self._static)
             norm.attrs["interpretation"] = "image"
         dummy = self._dummy
         if dummy is None:
@@ -204,11 +213,11 @@ class SparseWriter:
         if sparse.background_avg.shape != (n, nbins):
             raise ValueError(f"background of shape {sparse.background_avg.shape} for {n} frames of {nbins} bins")
         chunk = (min(_CHUNK_PIXELS, max(len(sparse.index), 1024)),)
-        _grow(data, "index", sparse.index.astype(np.uint32, copy=False), chunk, **_PER_FRAME)
-        _grow(data, "intensity", sparse.intensity, chunk, **_PER_FRAME)
+        _grow(data, "index", sparse.index.astype(np.uint32, copy=False), chunk, **self._per_frame)
+        _grow(data, "intensity", sparse.intensity, chunk, **self._per_frame)
         rows = (max(1, min(64, (1 << 16) // max(nbins, 1))), nbins)
-        _grow(data, "background_avg", sparse.background_avg.astype(np.float32, copy=False), rows, **_PER_FRAME)
-        _grow(data, "background_std", sparse.background_std.astype(np.float32, copy=False), rows, **_PER_FRAME)
+        _grow(data, "background_avg", sparse.background_avg.astype(np.float32, copy=False), rows, **self._per_frame)
+        _grow(data, "background_std", sparse.background_std.astype(np.float32, copy=False), rows, **self._per_frame)
         base = self._frame_ptr[-1] - int(sparse.frame_ptr[0])
         self._frame_ptr.extend((np.asarray(sparse.frame_ptr[1:], np.int64) + base).tolist())
         group = self._h5[f"{ENTRY}/sources"]

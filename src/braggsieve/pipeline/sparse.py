@@ -50,13 +50,14 @@ def dense_normalization(corrections) -> np.ndarray | None:
 
 
 def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, quantise: float = 0.0,
-                 creator_compat: bool = False, batch_size: int = 8, progress: bool | None = None,
-                 argv=None) -> SparsifySummary:
+                 creator_compat: bool = False, compression: str = "zstd", batch_size: int = 8,
+                 progress: bool | None = None, argv=None) -> SparsifySummary:
     """Sparsify every frame of ``source`` (io.frames.FrameSource) with ``setup`` (cli.common.RunSetup) into
     ``output``.
 
     ``quantise``: 0 keeps the picked intensities exact; F > 0 rounds each to a power-of-two step of at most
-    F times its own Poisson sigma (see engine.pick.quantise_intensities).
+    F times its own Poisson sigma (see engine.pick.quantise_intensities).  ``compression``: ``zstd`` or
+    ``bslz4`` (io.sparse.CODECS).
     """
     from tqdm import tqdm
 
@@ -83,7 +84,7 @@ def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, 
     with SparseWriter(output, radius_map=binning.pixel_radius, radial=binning.radial, unit=binning.unit,
                       dtype=dtype, normalization=dense_normalization(corrections), dummy=setup.correction.dummy,
                       configuration=config, provenance=provenance, instrument=instrument,
-                      creator_compat=creator_compat) as writer:
+                      creator_compat=creator_compat, compression=compression) as writer:
         bar = tqdm(total=source.nframes, unit="frame", desc="sparsify",
                    disable=None if progress is None else not progress)
         try:
