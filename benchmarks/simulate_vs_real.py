@@ -5,7 +5,7 @@ median background per q ring, the number of bright isolated spots per frame, and
 weighted second moments after subtracting the local background), measured the same way on both.  Prints a
 table and writes a figure.
 
-    .venv/bin/python benchmarks/simulate_vs_real.py --figure docs/simulation_vs_real.png
+    .venv/bin/python benchmarks/simulate_vs_real.py --frames 6 --figure docs/simulation_vs_real.png
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def spot_widths(frame: np.ndarray, q: np.ndarray, valid: np.ndarray, min_counts:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=3, help="frames of each kind (default 3)")
+    parser.add_argument("--frames", type=int, default=6, help="frames of each kind (default 6)")
     parser.add_argument("--figure", help="write the comparison figure here (PNG)")
     args = parser.parse_args()
     paths = sorted(glob.glob(os.path.join(REAL, "thau_3_2_*.cbf.bz2")))[1:1 + args.frames]  # frame 1 is weak

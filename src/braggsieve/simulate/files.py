@@ -15,7 +15,8 @@
 
 ``run_truth.h5``, everything the simulation knows (``/truth``):
 
-* ``frames/``: ``hit`` bool (n,), ``background_scale`` and ``crystal_scale`` float64 (n,), ``orientation``
+* ``frames/``: ``hit`` bool (n,), ``background_scale``, ``crystal_scale`` and ``spot_scale`` (spot sizes
+  relative to ``spot_size``) float64 (n,), ``orientation``
   (n, 3, 3), ``reflection_ptr`` and ``zinger_ptr`` int64 (n + 1,) (frame i owns rows ``ptr[i]:ptr[i+1]``);
 * ``reflections/``: one column per field (``frame``, ``h``, ``k``, ``l``, ``row``, ``col`` -- fractional raw
   pixel of the spot centre, pixel centres at integer indices --, ``photons`` -- expected photons of the whole
@@ -173,7 +174,7 @@ def write_run(simulator: SsxSimulator, output: str | os.PathLike, nframes: int, 
             reflections = _columns(truth.create_group("reflections"), REFLECTION_DTYPE)
             zingers = _columns(truth.create_group("zingers"), ZINGER_DTYPE)
             hit = np.zeros(nframes, bool)
-            scales = np.zeros((2, nframes))
+            scales = np.zeros((3, nframes))
             orientation = np.zeros((nframes, 3, 3))
             counts = np.zeros((2, nframes + 1), np.int64)
             buffer = np.empty((min(batch_size, nframes), ny, nx), simulator.dtype)
@@ -185,7 +186,7 @@ def write_run(simulator: SsxSimulator, output: str | os.PathLike, nframes: int, 
                     frames[start:stop] = raw
                     for t in truths:
                         hit[t.frame] = t.hit
-                        scales[:, t.frame] = t.background_scale, t.crystal_scale
+                        scales[:, t.frame] = t.background_scale, t.crystal_scale, t.spot_scale
                         orientation[t.frame] = t.orientation
                         counts[:, t.frame + 1] = t.reflections.size, t.zingers.size
                     _append(reflections, np.concatenate([t.reflections for t in truths]))
@@ -194,6 +195,7 @@ def write_run(simulator: SsxSimulator, output: str | os.PathLike, nframes: int, 
             per_frame.create_dataset("hit", data=hit)
             per_frame.create_dataset("background_scale", data=scales[0])
             per_frame.create_dataset("crystal_scale", data=scales[1])
+            per_frame.create_dataset("spot_scale", data=scales[2])
             per_frame.create_dataset("orientation", data=orientation)
             per_frame.create_dataset("reflection_ptr", data=np.cumsum(counts[0]))
             per_frame.create_dataset("zinger_ptr", data=np.cumsum(counts[1]))

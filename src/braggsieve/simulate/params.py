@@ -50,12 +50,13 @@ class SsxParams:
     d_min: float = option(0.0, "resolution limit of the crystal, Angstrom (0: the detector's corner)")
     mosaicity: float = option(0.1, "mosaic spread (std), degrees")
     bandwidth: float = option(2e-4, "relative wavelength spread (std) of the beam")
-    spot_photons: float = option(10000.0, "mean photons of a fully recorded reflection at low resolution (before "
+    spot_photons: float = option(12000.0, "mean photons of a fully recorded reflection at low resolution (before "
                                  "the B factor), for a crystal of average size")
     crystal_spread: float = option(0.5, "log-normal std of the crystal-to-crystal scale (size, exposure)")
     spot_size: tuple[float, float] = option(
-        (200.0, 270.0), "Gaussian std of a spot on the detector along the slow (rows) and fast (columns) axes of "
+        (215.0, 290.0), "Gaussian std of a spot on the detector along the slow (rows) and fast (columns) axes of "
         "the detector plane, micrometres", nargs=2, type=float, metavar=("SLOW", "FAST"))
+    spot_size_spread: float = option(0.15, "log-normal std of the hit-to-hit spot size (crystal size and shape)")
     zingers: float = option(1.0, "mean number of zingers (single bright pixels) per frame")
     zinger_photons: tuple[float, float] = option(
         (100.0, 5000.0), "zinger intensities: log-uniform between MIN and MAX photons", nargs=2, type=float,
@@ -66,7 +67,8 @@ class SsxParams:
             raise ParameterError(f"--hit-fraction must lie in [0, 1], got {self.hit_fraction}")
         if min(self.cell[:3]) <= 0 or not all(0 < angle < 180 for angle in self.cell[3:]):
             raise ParameterError(f"--cell needs positive lengths and angles in (0, 180), got {self.cell}")
-        for name in ("b_factor", "d_min", "mosaicity", "bandwidth", "spot_photons", "crystal_spread", "zingers"):
+        for name in ("b_factor", "d_min", "mosaicity", "bandwidth", "spot_photons", "crystal_spread", "zingers",
+                     "spot_size_spread"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if not min(self.spot_size) > 0:

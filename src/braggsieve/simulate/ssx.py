@@ -75,6 +75,7 @@ class FrameTruth:
     hit: bool
     background_scale: float
     crystal_scale: float
+    spot_scale: float                 # spot sizes of this hit relative to SsxParams.spot_size
     orientation: np.ndarray           # (3, 3) U matrix (identity for blanks)
     reflections: np.ndarray           # REFLECTION_DTYPE (k,)
     zingers: np.ndarray               # ZINGER_DTYPE (z,)
@@ -137,6 +138,7 @@ class SsxSimulator:
         orientation = random_rotation(rng)
         crystal_scale = float(np.exp(self.ssx.crystal_spread * rng.standard_normal()
                                      - 0.5 * self.ssx.crystal_spread ** 2))
+        spot_scale = float(np.exp(self.ssx.spot_size_spread * rng.standard_normal()))
         reflections = np.zeros(0, REFLECTION_DTYPE)
         if hit:
             reflections = self._reflections(frame, orientation, crystal_scale)
@@ -149,8 +151,8 @@ class SsxSimulator:
         zingers["row"], zingers["col"] = np.divmod(pixels, self.shape[1])
         low, high = np.log(self.ssx.zinger_photons)
         zingers["photons"] = np.exp(rng.uniform(low, high, nzingers))
-        return FrameTruth(frame, hit, background_scale, crystal_scale if hit else 0.0, orientation, reflections,
-                          zingers)
+        return FrameTruth(frame, hit, background_scale, crystal_scale if hit else 0.0, spot_scale if hit else 0.0,
+                          orientation, reflections, zingers)
 
     def _reflections(self, frame: int, orientation: np.ndarray, crystal_scale: float) -> np.ndarray:
         index, partiality, direction = excited_reflections(
@@ -175,7 +177,7 @@ class SsxSimulator:
         np.multiply(self.background, np.float32(truth.background_scale), out=out)
         table = truth.reflections
         if table.size:
-            sigma = self._raw_sigma[table["panel"]]
+            sigma = self._raw_sigma[table["panel"]] * truth.spot_scale
             add_spots(out, table["row"], table["col"], table["photons"], sigma[:, 0], sigma[:, 1],
                       self.projection.bounds[table["panel"]])
         np.add.at(out, (truth.zingers["row"], truth.zingers["col"]), truth.zingers["photons"])
