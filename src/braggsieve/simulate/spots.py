@@ -30,7 +30,6 @@ def _pixel_fractions(centre, sigma, first, count, out):
 
 @njit(cache=True)
 def _stamp(frame, row, col, photons, sigma_row, sigma_col, bounds):
-    deposited = np.zeros(row.size)
     for s in range(row.size):
         k = math.sqrt(2.0 * math.log(max(100.0 * photons[s], math.e ** 2)))
         half_rows = int(math.ceil(k * sigma_row[s]))
@@ -45,27 +44,19 @@ def _stamp(frame, row, col, photons, sigma_row, sigma_col, bounds):
         wc = np.empty(c1 - c0)
         _pixel_fractions(row[s], sigma_row[s], r0, r1 - r0, wr)
         _pixel_fractions(col[s], sigma_col[s], c0, c1 - c0, wc)
-        total = 0.0
         for a in range(r1 - r0):
             for b in range(c1 - c0):
-                value = photons[s] * wr[a] * wc[b]
-                frame[r0 + a, c0 + b] += value
-                total += value
-        deposited[s] = total
-    return deposited
+                frame[r0 + a, c0 + b] += photons[s] * wr[a] * wc[b]
 
 
 def add_spots(frame: np.ndarray, row: np.ndarray, col: np.ndarray, photons: np.ndarray, sigma_row: np.ndarray,
-              sigma_col: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+              sigma_col: np.ndarray, bounds: np.ndarray) -> None:
     """Add spots to ``frame`` (float32 (ny, nx), expected photons) in place.
 
     Args:
         row, col, photons, sigma_row, sigma_col: float64 (k,) per spot (pixels, photons, pixels).
         bounds: int64 (k, 4) raw rows [start, stop) and columns [start, stop) of each spot's panel.
-
-    Returns:
-        float64 (k,) expected photons each spot deposited inside its panel (within its patch).
     """
-    return _stamp(frame, np.ascontiguousarray(row, np.float64), np.ascontiguousarray(col, np.float64),
-                  np.ascontiguousarray(photons, np.float64), np.ascontiguousarray(sigma_row, np.float64),
-                  np.ascontiguousarray(sigma_col, np.float64), np.ascontiguousarray(bounds, np.int64))
+    _stamp(frame, np.ascontiguousarray(row, np.float64), np.ascontiguousarray(col, np.float64),
+           np.ascontiguousarray(photons, np.float64), np.ascontiguousarray(sigma_row, np.float64),
+           np.ascontiguousarray(sigma_col, np.float64), np.ascontiguousarray(bounds, np.int64))
