@@ -1,6 +1,7 @@
 """Detector noise and planted bad pixels of braggsieve.simulate, checked against scipy's distributions."""
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from scipy import stats
@@ -78,6 +79,13 @@ def test_frames_depend_only_on_seed_and_frame_number():
     assert np.array_equal(whole, parts)
     assert not np.array_equal(whole, record_frames(expected, response, 10, 100, np.int32))
     assert not np.array_equal(whole[1], whole[0])
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = record_frames(expected, response, seed=9, first_frame=100, dtype=np.int32)
+    finally:
+        numba.set_num_threads(threads)
+    assert np.array_equal(whole, single)  # independent of how the work is split between threads
 
 
 @pytest.mark.parametrize("counting", [True, False], ids=["counting", "integrating"])
