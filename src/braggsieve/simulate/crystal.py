@@ -18,6 +18,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..errors import ParameterError
+
+MAX_SEARCH = 5e7  # Miller-index box size above which reflections_within refuses (memory: 12 bytes each)
+
 
 def reciprocal_basis(cell: tuple[float, float, float, float, float, float]) -> np.ndarray:
     """B matrix (3, 3), 1/Angstrom: columns are a*, b*, c* of ``cell`` = (a, b, c in Angstrom, alpha, beta,
@@ -37,6 +41,9 @@ def reflections_within(basis: np.ndarray, d_min: float) -> np.ndarray:
     g_max = 1.0 / d_min
     direct = np.linalg.inv(basis).T  # columns: direct axes; |h| <= g_max * |a| bounds the search box
     limits = np.ceil(g_max * np.linalg.norm(direct, axis=0)).astype(int)
+    if np.prod(2 * limits + 1, dtype=np.float64) > MAX_SEARCH:
+        raise ParameterError(f"{np.prod(2 * limits + 1, dtype=np.float64):.3g} Miller indices to search for "
+                             f"d >= {d_min:.3g} A with this cell: give a larger --d-min")
     ranges = [np.arange(-n, n + 1, dtype=np.int32) for n in limits]
     hkl = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
     inverse_d = np.linalg.norm(hkl @ basis.T, axis=1)
