@@ -3,7 +3,7 @@
 ``demo_dataset()`` returns the paths of the run (frames ``demo.h5``, ``demo.poni``, ``demo_truth.h5``) in
 ``$BRAGGSIEVE_CACHE`` or ``$XDG_CACHE_HOME/braggsieve`` (default ``~/.cache/braggsieve``), under a folder
 named after a hash of the braggsieve version and the parameters, so that a version that changes the
-simulation makes a new dataset instead of reusing a stale one.  Generation takes about 10 s on two cores.
+simulation makes a new dataset instead of reusing a stale one.  Generation takes about 7 s on two cores.
 """
 from __future__ import annotations
 
