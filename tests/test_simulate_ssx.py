@@ -3,6 +3,7 @@ here from the cell, the background profile within Poisson error, and the recorde
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from scipy import ndimage
 
 from braggsieve.geometry.detectors import get_detector
 from braggsieve.geometry.pixels import chi as chi_map
+from braggsieve.geometry.pixels import q_nm
 from braggsieve.geometry.pixels import two_theta as two_theta_map
 from braggsieve.geometry.poni import Poni, write_poni
 from braggsieve.simulate.background import radial_profile
@@ -179,3 +181,28 @@ def test_background_follows_the_profile_within_poisson_error(tmp_path):
     z = (observed[used] - mean[used]) / np.sqrt(mean[used])
     assert np.all(np.abs(z) < 4.5) and np.mean(z ** 2) < 2.0
     np.testing.assert_allclose(sim.background[good], expected[good], rtol=1e-4)
+
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / "grid_stills_pilatus3_6m"
+
+
+@pytest.mark.realdata
+def test_default_background_resembles_the_real_pilatus6m_stills():
+    """Median counts per 2 nm^-1 ring of a blank simulated frame and of a measured thaumatin still, same
+    geometry (the miniCBF header), agree within one count from q = 4 to 36 nm^-1 (docs/simulation.md)."""
+    path = REAL / "thau_3_2_0002.cbf.bz2"
+    if not path.exists():
+        pytest.skip(f"real data not found: {path}")
+    fabio = pytest.importorskip("fabio")
+    real = fabio.open(str(path)).data
+    poni = Poni.from_beam_center(get_detector("pilatus6m"), 0.351, (1261.61, 1306.96), 0.96859e-10)
+    sim = SsxSimulator(poni, SsxParams(hit_fraction=0.0, zingers=0.0), seed=1)
+    blank = sim.frames(0, 1)[0][0]
+    q = q_nm(poni)
+    edges = np.arange(4.0, 38.0, 2.0)
+    ring = np.digitize(q, edges)
+    for i in range(1, len(edges)):
+        inside = ring == i
+        real_median = np.median(real[inside & (real >= 0)])
+        simulated_median = np.median(blank[inside & (blank >= 0)])
+        assert abs(real_median - simulated_median) <= 1.0, (edges[i - 1], real_median, simulated_median)
