@@ -120,6 +120,11 @@ def _write_metadata(handle: h5py.File, simulator: SsxSimulator, mask_bad_pixels:
     sample.create_dataset("name", data="simulated crystals (braggsieve simulate)")
 
 
+# Per-frame truth datasets: name, shape after the frame axis, dtype (the pointers have nframes + 1 rows).
+_PER_FRAME = (("hit", (), bool), ("background_scale", (), np.float64), ("crystal_scale", (), np.float64),
+              ("spot_scale", (), np.float64), ("orientation", (3, 3), np.float64))
+
+
 def _columns(group: h5py.Group, dtype: np.dtype) -> dict[str, h5py.Dataset]:
     return {name: group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype[name], chunks=(65536,),
                                        compression="gzip", compression_opts=1) for name in dtype.names}
@@ -150,7 +155,8 @@ def write_run(simulator: SsxSimulator, output: str | os.PathLike, nframes: int, 
               batch_size: int = 4, mask_bad_pixels: bool = True, progress: bool | None = None) -> RunFiles:
     """Simulate ``nframes`` frames and write them with their PONI and truth files (see module docstring).
 
-    Frames are generated and written ``batch_size`` at a time, so memory stays bounded for any run length.
+    Frames are generated and written ``batch_size`` at a time, and the truth is appended per batch, so memory
+    stays bounded for any run length.
     ``progress``: tqdm bar on stderr (None: only on a terminal).
     """
     files = run_files(output)
@@ -171,34 +177,31 @@ def write_run(simulator: SsxSimulator, output: str | os.PathLike, nframes: int, 
             truth = truth_file.create_group("truth")
             _write_static_truth(truth, simulator)
             per_frame = truth.create_group("frames")
+            frame_sets = {name: per_frame.create_dataset(name, shape=(nframes, *shape), dtype=dtype)
+                          for name, shape, dtype in _PER_FRAME}
+            for name in ("reflection_ptr", "zinger_ptr"):
+                frame_sets[name] = per_frame.create_dataset(name, shape=(nframes + 1,), dtype=np.int64)
             reflections = _columns(truth.create_group("reflections"), REFLECTION_DTYPE)
             zingers = _columns(truth.create_group("zingers"), ZINGER_DTYPE)
-            hit = np.zeros(nframes, bool)
-            scales = np.zeros((3, nframes))
-            orientation = np.zeros((nframes, 3, 3))
-            counts = np.zeros((2, nframes + 1), np.int64)
             buffer = np.empty((min(batch_size, nframes), ny, nx), simulator.dtype)
+            totals = np.zeros(2, np.int64)  # reflections and zingers written so far
+            frame_sets["reflection_ptr"][0] = frame_sets["zinger_ptr"][0] = 0
             with tqdm(total=nframes, unit="frame", desc="simulate", disable=None if progress is None
                       else not progress) as bar:
                 for start in range(0, nframes, batch_size):
                     stop = min(start + batch_size, nframes)
                     raw, truths = simulator.frames(start, stop, buffer)
                     frames[start:stop] = raw
-                    for t in truths:
-                        hit[t.frame] = t.hit
-                        scales[:, t.frame] = t.background_scale, t.crystal_scale, t.spot_scale
-                        orientation[t.frame] = t.orientation
-                        counts[:, t.frame + 1] = t.reflections.size, t.zingers.size
+                    for name in ("hit", "background_scale", "crystal_scale", "spot_scale", "orientation"):
+                        frame_sets[name][start:stop] = np.array([getattr(t, name) for t in truths])
+                    counts = np.array([[t.reflections.size, t.zingers.size] for t in truths], np.int64)
+                    ends = totals + np.cumsum(counts, axis=0)
+                    frame_sets["reflection_ptr"][start + 1:stop + 1] = ends[:, 0]
+                    frame_sets["zinger_ptr"][start + 1:stop + 1] = ends[:, 1]
+                    totals = ends[-1]
                     _append(reflections, np.concatenate([t.reflections for t in truths]))
                     _append(zingers, np.concatenate([t.zingers for t in truths]))
                     bar.update(stop - start)
-            per_frame.create_dataset("hit", data=hit)
-            per_frame.create_dataset("background_scale", data=scales[0])
-            per_frame.create_dataset("crystal_scale", data=scales[1])
-            per_frame.create_dataset("spot_scale", data=scales[2])
-            per_frame.create_dataset("orientation", data=orientation)
-            per_frame.create_dataset("reflection_ptr", data=np.cumsum(counts[0]))
-            per_frame.create_dataset("zinger_ptr", data=np.cumsum(counts[1]))
             truth.attrs["seed"] = simulator.seed
             done = provenance.finish()
             write_provenance(_nx_group(entry, "process", "NXprocess"), done)
