@@ -144,6 +144,7 @@ class _Receiver(threading.Thread):
         (self.socket.bind if bind else self.socket.connect)(address)
         self.events = events
         self.stopping = threading.Event()
+        self.last_seen = time.monotonic()  # when the last message arrived
 
     def run(self) -> None:
         import zmq
@@ -156,6 +157,7 @@ class _Receiver(threading.Thread):
                     continue
                 parts = self.socket.recv_multipart(copy=True)
                 received = time.perf_counter()
+                self.last_seen = time.monotonic()
                 try:
                     event: Any = decode(parts)
                 except MalformedMessage as exc:
@@ -214,13 +216,13 @@ class StreamProcessor:
         while True:
             if self._stop.is_set() or self._ended:
                 return None
-            timeout = self.params.idle_timeout
-            if timeout and time.monotonic() - self._last_message > timeout:
-                log.warning("no message for %.1f s: stopping", timeout)
-                return None
             try:
                 event = self.events.get(timeout=0.1)
-            except queue.Empty:
+            except queue.Empty:  # idle: nothing received (by the receiver thread) for the time-out
+                timeout = self.params.idle_timeout
+                if timeout and time.monotonic() - max(self._last_message, self._receiver.last_seen) > timeout:
+                    log.warning("no message for %.1f s: stopping", timeout)
+                    return None
                 continue
             if event[0] is _STOP:
                 return None
@@ -352,7 +354,7 @@ class StreamProcessor:
             self._pub = zmq.Context.instance().socket(zmq.PUB)
             self._pub.setsockopt(zmq.LINGER, 1000)
             self._pub.bind(self.publish_address)
-        receiver = _Receiver(self.address, self.bind, self.events, max(1, self.params.queue_frames))
+        receiver = self._receiver = _Receiver(self.address, self.bind, self.events, max(1, self.params.queue_frames))
         receiver.start()
         log.info("receiving on %s (%s)", self.address, "bound" if self.bind else "connected")
         try:
