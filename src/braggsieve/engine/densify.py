@@ -111,7 +111,7 @@ def _bin_positions(radius_map, r0, idelta, nbins):
     return pos, frac
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _draw(state, spare, has_spare, model, mean, std, norm, factor):
     """One noisy background value (normalised units): model 1 = max(0, N(mean, factor * std)) with
     Marsaglia's polar method (two deviates per accepted pair, the spare kept for the next pixel), model 2 =
@@ -153,17 +153,19 @@ def _densify_kernel(pos, frac, bg, bg_std, normalization, has_norm, frame_ptr, i
             nxt = min(p + 1, nbins - 1)
             mean = (1.0 - w) * bg[f, p] + w * bg[f, nxt]
             norm = np.float64(normalization[i, j]) if has_norm else 1.0
-            std = (1.0 - w) * bg_std[f, p] + w * bg_std[f, nxt]
-            # a pixel that was not stored was at most this high (normalised units): the picking threshold
-            ceiling = mean + max(noise_floor, cutoff * np.sqrt(std * std + noise_floor * noise_floor))
             value = mean
             if model != 0:
-                for _ in range(32 if truncate else 1):
-                    state, spare, has_spare, value = _draw(state, spare, has_spare, model, mean, std, norm, factor)
-                    if value <= ceiling:
-                        break
-                if truncate and value > ceiling:  # (almost) never after 32 draws
-                    value = ceiling
+                std = (1.0 - w) * bg_std[f, p] + w * bg_std[f, nxt]
+                state, spare, has_spare, value = _draw(state, spare, has_spare, model, mean, std, norm, factor)
+                if truncate:
+                    # a pixel that was not stored was at most this high (normalised units): the picking threshold
+                    ceiling = mean + max(noise_floor, cutoff * np.sqrt(std * std + noise_floor * noise_floor))
+                    attempts = 1
+                    while value > ceiling and attempts < 32:
+                        state, spare, has_spare, value = _draw(state, spare, has_spare, model, mean, std, norm,
+                                                               factor)
+                        attempts += 1
+                    value = min(value, ceiling)  # (almost) never reached after 32 draws
             value *= norm
             if is_integer:
                 value = min(max(np.floor(value + 0.5), lo), hi)

@@ -70,35 +70,20 @@ def filled_background(profile: RadialProfile) -> tuple[np.ndarray, np.ndarray]:
     return out_mean, out_std
 
 
-@numba.njit(cache=True, inline="always")
-def _threshold_at(r, r0, inv_step, nbins, bg, thr_std, noise, cutoff):
-    """Interpolated background at radius ``r``, the picking margin above it (see module docstring) and
-    sqrt(std^2 + noise^2)."""
-    fpos = (r - r0) * inv_step
-    if fpos <= 0.0:
-        pos, frac = 0, 0.0
-    elif fpos >= nbins - 1:
-        pos, frac = nbins - 1, 0.0
-    else:
-        pos = int(fpos)
-        frac = fpos - pos
-    nxt = min(pos + 1, nbins - 1)
-    mean = (1.0 - frac) * bg[pos] + frac * bg[nxt]
-    std = (1.0 - frac) * thr_std[pos] + frac * thr_std[nxt]
-    sigma = np.sqrt(std * std + noise * noise)
-    return mean, max(noise, cutoff * sigma), sigma
-
-
 @numba.njit(cache=True, parallel=True)
 def _classify(signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std, noise, cutoff, spot_cutoff,
               saturation):
     """uint8 (n, ny, nx): 0 = background, 1 = above the picking threshold (or overloaded), 2 = also above the
-    spot threshold (its 8 neighbours are kept too)."""
+    spot threshold (its 8 neighbours are kept too).  bg and std are interpolated linearly between bin centres
+    (clamped at the ends); sigma = sqrt(std^2 + noise^2)."""
     nframes, ny, nx = signal.shape
-    state = np.zeros((nframes, ny, nx), np.uint8)
+    last = bg.shape[1] - 1
+    noise2 = noise * noise
+    state = np.empty((nframes, ny, nx), np.uint8)
     for row in numba.prange(nframes * ny):
         f, i = row // ny, row % ny
         for j in range(nx):
+            state[f, i, j] = 0
             r = pixel_radius[i, j]
             if not (r >= r_lo and r < r_hi):  # also false for NaN (statically masked)
                 continue
@@ -107,10 +92,18 @@ def _classify(signal, raw, norm, pixel_radius, r_lo, r_hi, r0, inv_step, bg, std
                 if raw[f, i, j] >= saturation:  # dynamically invalid: keep overloads only
                     state[f, i, j] = 2 if spot_cutoff > 0 else 1
                 continue
-            mean, margin, sigma = _threshold_at(r, r0, inv_step, bg.shape[1], bg[f], std[f], noise, cutoff)
-            excess = s / norm[i, j] - mean
-            if excess > margin:
-                state[f, i, j] = 2 if (spot_cutoff > 0 and excess > spot_cutoff * sigma) else 1
+            fpos = min(max((r - r0) * inv_step, 0.0), float(last))
+            pos = min(int(fpos), max(last - 1, 0))
+            frac = fpos - pos
+            nxt = min(pos + 1, last)
+            excess = s / norm[i, j] - ((1.0 - frac) * bg[f, pos] + frac * bg[f, nxt])
+            if excess <= noise:
+                continue
+            sd = (1.0 - frac) * std[f, pos] + frac * std[f, nxt]
+            sigma2 = sd * sd + noise2
+            if excess * excess > cutoff * cutoff * sigma2:  # excess > cutoff * sigma, both positive
+                spot = spot_cutoff > 0 and excess * excess > spot_cutoff * spot_cutoff * sigma2
+                state[f, i, j] = 2 if spot else 1
     return state
 
 
