@@ -106,10 +106,12 @@ def test_interrupted_run_leaves_no_partial_part_and_resumes(run_files, monkeypat
     left = sorted(p.name for p in (out / "parts").iterdir())
     assert left == ["part_00000.cxi", "part_00000.h5", "part_00000.json"]  # nothing of part 1, no temporaries
     assert not (out / "summary.json").exists()
+    (out / "parts" / "part_00002.h5.part-999999").write_bytes(b"left by a killed worker")
     assert main(["process", *inputs, "-o", str(out), "--workers", "0", *OPTIONS]) == 0
     resumed, single = _summary(out), _summary(folder / "single")
     assert resumed["parts_resumed"] == 1
     assert resumed["per_frame"] == single["per_frame"]
+    assert not list((out / "parts").glob("*.part-*"))
 
 
 def test_other_parameters_in_the_same_folder_are_refused_unless_restart(run_files, capsys):

@@ -162,6 +162,11 @@ def _check_fingerprint(outputs: RunOutputs, fingerprint: dict[str, Any], restart
             raise ParameterError(f"{outputs.parts} exists without run.json; give --restart to delete it")
         shutil.rmtree(outputs.parts)
     outputs.parts.mkdir(parents=True, exist_ok=True)
+    stale = list(outputs.parts.glob("*.part-*"))  # temporaries of tasks killed before they could clean up
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.warning("%s: removed %d unfinished temporary file(s) of an interrupted run", outputs.parts, len(stale))
     with atomic_output(outputs.fingerprint) as tmp:
         tmp.write_text(json.dumps(fingerprint, indent=1))
 
