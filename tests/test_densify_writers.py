@@ -41,6 +41,29 @@ def test_eiger_layout(tmp_path):
         assert det["bit_depth_image"][()] == 32
 
 
+@pytest.mark.parametrize("virtual", [True, False])
+def test_eiger_read_by_fabio_and_braggsieve(tmp_path, virtual):
+    """FabIO's EigerImage (which counts every data* member of /entry/data) and braggsieve's own reader and NXmx
+    metadata parser read the master file back."""
+    fabio = pytest.importorskip("fabio")
+    from braggsieve.io.frames import open_frames
+    from braggsieve.io.metadata import read_detector_metadata
+
+    frames = np.arange(4 * 8 * 9, dtype=np.uint16).reshape(4, 8, 9)
+    with EigerWriter(tmp_path / "r_master.h5", (8, 9), np.uint16, nframes=4, frames_per_file=2, instrument=INFO,
+                     virtual=virtual) as writer:
+        writer.append(frames)
+    image = fabio.open(str(tmp_path / "r_master.h5"))
+    assert image.nframes == (8 if virtual else 4)
+    np.testing.assert_array_equal(image.getframe(3).data, frames[3])
+    source = open_frames([tmp_path / "r_master.h5"])
+    assert source.nframes == 4
+    meta = read_detector_metadata(tmp_path / "r_master.h5")
+    assert meta.distance_m == pytest.approx(0.2) and meta.wavelength_m == pytest.approx(1.2e-10)
+    assert meta.beam_center_px == pytest.approx((30.5, 20.25))
+    assert meta.pixel_size_m == pytest.approx((75e-6, 75e-6))
+
+
 def test_eiger_writer_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(ParameterError, match="2 frames written, 5 announced"):
         with EigerWriter(tmp_path / "x_master.h5", (4, 5), np.uint16, nframes=5) as writer:

@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed, to reproduce frames exactly")
     parser.add_argument("--dummy", type=float, default=None,
                         help="value of masked pixels (default: the file's dummy, 0 for integer data)")
+    parser.add_argument("--no-virtual", action="store_true",
+                        help="eiger: do not add /entry/data/data (the virtual dataset over the data files) to the "
+                             "master; FabIO's Eiger reader counts every data* member and so sees the frames twice "
+                             "when it is there")
     parser.add_argument("--frames-per-file", type=int, default=1000, metavar="N",
                         help="eiger: frames per data file (default: 1000)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="frames densified together "
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.noise_factor:
         raise ParameterError(f"--noise-factor must be >= 0, got {args.noise_factor}")
     files = densify_run(args.sparse, args.output, fmt=args.format, noise=args.noise, factor=args.noise_factor,
-                        seed=args.seed, dummy=args.dummy, truncate=not args.no_truncate, frames_per_file=args.frames_per_file,
+                        seed=args.seed, dummy=args.dummy, truncate=not args.no_truncate, virtual=not args.no_virtual, frames_per_file=args.frames_per_file,
                         batch_size=args.batch_size)
     shown = ", ".join(str(f) for f in files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
     print(f"wrote {shown}")

@@ -6,7 +6,8 @@ Eiger layout (what XDS's Neggia/Durin plugins and DIALS look for in a Dectris ma
       /entry                       NXentry, definition = "NXmx"
       /entry/data                  NXdata
         data_000001 ...            external links to NAME_data_000001.h5:/entry/data/data ...
-        data                       virtual dataset joining all data files (frames, ny, nx)
+        data                       virtual dataset joining all data files (frames, ny, nx); optional, since
+                                   FabIO's EigerImage counts it as more frames
       /entry/instrument/beam       incident_wavelength (Angstrom)
       /entry/instrument/detector   x/y_pixel_size (m), beam_center_x/y (pixels), detector_distance (m),
                                    count_time, frame_time (s), sensor_material/thickness, description,
@@ -66,11 +67,13 @@ class EigerWriter:
             (pixels), ``wavelength`` (m), optional ``count_time`` (s), ``saturation`` (counts).
         pixel_mask: bool ``(ny, nx)``, True = masked (written as bit 0), or None.
         source: what the frames were made from (recorded in the master).
+        virtual: also write ``/entry/data/data``, a virtual dataset over all data files (readers that count
+            every ``data*`` member of ``/entry/data``, such as FabIO's EigerImage, then see the frames twice).
     """
 
     def __init__(self, master: str | os.PathLike, shape: tuple[int, int], dtype, *, nframes: int,
                  frames_per_file: int = 1000, instrument: dict | None = None, pixel_mask: np.ndarray | None = None,
-                 source: str = ""):
+                 source: str = "", virtual: bool = True):
         if frames_per_file < 1:
             raise ParameterError(f"frames per data file must be >= 1, got {frames_per_file}")
         self.shape, self.dtype, self.nframes = tuple(shape), np.dtype(dtype), int(nframes)
@@ -80,6 +83,7 @@ class EigerWriter:
         self.instrument = dict(instrument or {})
         self.pixel_mask = pixel_mask
         self.source = source
+        self.virtual = virtual
         self._written = 0
         self._stack = contextlib.ExitStack()
         self._temps: dict[Path, Path] = {}
@@ -149,7 +153,7 @@ class EigerWriter:
             entry.attrs.update({"NX_class": "NXentry", "default": "data"})
             entry.create_dataset("definition", data="NXmx")
             data = entry.create_group("data")
-            data.attrs.update({"NX_class": "NXdata", "signal": "data"})
+            data.attrs.update({"NX_class": "NXdata", "signal": "data" if self.virtual else "data_000001"})
             layout = h5py.VirtualLayout(shape=(self.nframes,) + self.shape, dtype=self.dtype)
             for number, path in enumerate(self.data_files):
                 first = number * self.frames_per_file
@@ -157,7 +161,8 @@ class EigerWriter:
                 data[f"data_{number + 1:06d}"] = h5py.ExternalLink(path.name, "/entry/data/data")
                 layout[first:first + count] = h5py.VirtualSource(path.name, "/entry/data/data",
                                                                  shape=(count,) + self.shape)
-            data.create_virtual_dataset("data", layout)
+            if self.virtual:
+                data.create_virtual_dataset("data", layout)
             instrument = entry.create_group("instrument")
             instrument.attrs["NX_class"] = "NXinstrument"
             beam = instrument.create_group("beam")

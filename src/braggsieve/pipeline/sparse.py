@@ -109,7 +109,7 @@ def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, 
 
 def densify_run(sparse_path: str | os.PathLike, output: str | os.PathLike, *, fmt: str = "eiger",
                 noise: str = "gaussian", factor: float = 1.0, seed: int | None = None, dummy=None,
-                truncate: bool = True,
+                truncate: bool = True, virtual: bool = True,
                 frames_per_file: int = 1000, batch_size: int = 8, progress: bool | None = None) -> list[Path]:
     """Rebuild the dense frames of a sparse-frames file and write them as ``fmt``.
 
@@ -155,7 +155,7 @@ def densify_run(sparse_path: str | os.PathLike, output: str | os.PathLike, *, fm
             if fmt == "eiger":
                 with EigerWriter(output, sparse.shape, sparse.dtype, nframes=sparse.nframes,
                                  frames_per_file=frames_per_file, instrument=info, pixel_mask=mask,
-                                 source=os.fspath(sparse_path)) as writer:
+                                 source=os.fspath(sparse_path), virtual=virtual) as writer:
                     for frames in batches():
                         writer.append(frames)
                 files = writer.files
