@@ -59,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--quantise must be >= 0, got {args.quantise}")
     source = common.open_source(args)
     setup = common.load_geometry_and_corrections(args, source)
-    if setup.device == "cuda":
-        raise ParameterError("--device cuda is not available for sparsify yet; use --device cpu")
     summary = sparsify_run(source, setup, setup.param(PickParams), args.output, quantise=args.quantise,
                            creator_compat=args.fabio_compatible, compression=args.compression,
                            batch_size=args.batch_size, argv=sys.argv)

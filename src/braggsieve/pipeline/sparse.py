@@ -1,13 +1,15 @@
 """The sparsify and densify runs.
 
-sparsify: frames -> preprocess -> sigma-clipped background -> picked pixels -> one sparse-frames file
-(braggsieve.io.sparse), batch by batch, so memory is bounded by the batch size whatever the run length.
+sparsify: frames -> engine (cpu or cuda: preprocess, sigma-clipped background, picked pixels) -> one
+sparse-frames file (braggsieve.io.sparse), batch by batch, so memory is bounded by the batch size whatever the
+run length.
 
 densify: sparse-frames file (braggsieve's or pyFAI's) -> dense frames with background noise -> Eiger-like
 master + data files (XDS/DIALS), an HDF5 stack, or one CBF per frame.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 from dataclasses import dataclass
@@ -15,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.corrections import preprocess
 from ..engine.densify import Densifier
-from ..engine.integrate import sigma_clip
-from ..engine.pick import PickParams, pick_pixels, quantise_intensities
+from ..engine.device import select_engine
+from ..engine.pick import PickParams, quantise_intensities
 from ..errors import ParameterError
 from ..io.eiger_writer import EigerWriter, write_cbf_frames
 from ..io.sparse import SparseFile, SparseWriter
@@ -63,6 +64,9 @@ def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, 
 
     binning, corrections = setup.binning, setup.corrections
     integration, clip = setup.integration, setup.clip
+    engine = select_engine(setup.device, binning, corrections, integration, clip, pick)
+    if engine.device != "cpu" and pick.cutoff_spot:
+        raise ParameterError("--cutoff-spot is only implemented on the CPU; use --device cpu")
     provenance = setup.provenance(source, argv=argv)
     wavelength = setup.poni.wavelength
     pixel = setup.poni.detector.pixel_size
@@ -87,11 +91,16 @@ def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, 
                       creator_compat=creator_compat, compression=compression) as writer:
         bar = tqdm(total=source.nframes, unit="frame", desc="sparsify",
                    disable=None if progress is None else not progress)
-        try:
+        pending = collections.deque()  # frame ids of the batches handed to the engine, in order
+
+        def batches():
             for frames, ids in source.iter_batches(batch_size):
-                pre = preprocess(frames, corrections, integration.error_model)
-                profile = sigma_clip(pre, binning, integration.error_model, clip)
-                sparse = pick_pixels(frames, pre, binning, profile, pick, corrections)
+                pending.append(ids)
+                yield frames
+
+        try:
+            for result in engine.process_many(batches(), sparse=True, peaks=False):
+                ids, sparse = pending.popleft(), result.sparse
                 if quantise:
                     sparse = quantise_intensities(sparse, quantise, corrections.gain)
                 writer.append(sparse, source.sources, ids.source, ids.index)
