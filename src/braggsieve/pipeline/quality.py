@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 
 import h5py
@@ -148,7 +149,9 @@ class RoundTripReport:
         return float(np.mean(self.spot_densified / self.spot_original)) if len(self.spot_original) else float("nan")
 
     def text(self) -> str:
-        per_bin = np.nanmedian(self.sigma_ratio, axis=0)
+        with warnings.catch_warnings():  # bins without pixels are NaN in every frame
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_bin = np.nanmedian(self.sigma_ratio, axis=0)
         lines = [f"background sigma densified/original (sigma-clipped, per bin): median {self.sigma_ratio_median:.4f}, "
                  f"5-95% of bins {np.nanpercentile(per_bin, 5):.4f}-{np.nanpercentile(per_bin, 95):.4f}"]
         if self.spots_total:
