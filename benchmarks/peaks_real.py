@@ -42,7 +42,7 @@ def picture(frames_glob: str, peaks, frame: int, png: Path) -> None:
     ax.scatter(cols[inside], rows[inside], s=40, facecolors="none", edgecolors="tab:red", linewidths=0.8)
     ax.set(title=f"thaumatin still {frame + 1} (Pilatus3 6M): {b - a} peaks, {inside.sum()} in this crop",
            xlabel="column (fast)", ylabel="row (slow)")
-    fig.savefig(png, dpi=80)
+    fig.savefig(png, dpi=64)
     plt.close(fig)
 
 
