@@ -23,11 +23,13 @@ Find the Bragg peaks of every frame on top of the sigma-clipped azimuthal backgr
   OUT_hits.cxi     with --hits-only: the hits only, peaks and images
 Index with:  indexamajig -i OUT.lst -g OUT.geom --peaks=cxi -o OUT.stream (CrystFEL >= 0.10).
 
-A pixel is a peak candidate when its excess over the background, v = I/norm - bg(r), reaches
-K * sqrt(std(r)^2 + NOISE^2) (K = --cutoff-peak); a peak is the maximum of its --patch-size patch, with at
-least --connected candidates 8-connected to it and neighbours holding at least --min-spread of its excess
-(zingers are never peaks). Peaks next to masked pixels and gaps are kept and measured on their valid
-pixels (--near-mask reject drops them). Units: intensities in detector counts (norm and gain undone),
+Per pixel, v = I/norm - bg(r) in photons (bg(r), std(r): the sigma-clipped background of the radial bin).
+Zingers (a bright pixel whose 8 neighbours hold < --min-spread of its excess) are ignored like masked pixels.
+A peak is the maximum of its --patch-size patch whose 3x3 box holds an excess >= K * sqrt(sum of std(r)^2 +
+NOISE^2) (K = --cutoff-peak, plus a Poisson skewness term) and whose 8 neighbours alone exceed --spread-snr
+times their noise (a Bragg spot spreads, a zinger does not). Peaks next to masked pixels and gaps are kept
+and measured on their valid pixels (--near-mask reject drops them). Positions: Gaussian-windowed centroid.
+Intensities in detector counts (norm and gain undone), summed over the 5x5 box around the centroid;
 radial unit of the background as --unit."""
 
 
