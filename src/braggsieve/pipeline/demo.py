@@ -3,7 +3,10 @@
 1. the demo run (100 PILATUS 1M stills, 40 % hits; braggsieve.simulate.demo, cached after the first use);
 2. a dark series of the same simulated detector (same planted bad pixels, no X-rays) and a bad-pixel mask
    made from it by the robust mask maker (braggsieve.mask), written to ``OUTDIR/demo_mask.h5``;
-3. ``process`` with that mask: peaks, veto, sparse frames, master files, summary and veto plot in ``OUTDIR``.
+3. ``process`` with that mask: peaks, veto, sparse frames, master files, summary and veto plot in ``OUTDIR``;
+4. ``OUTDIR/report.html`` (braggsieve report) and its figures as ``OUTDIR/plots/*.png``: the veto curves, peaks
+   along the run, a hit with its peaks and mask, its sigma-clipped background with the +-sigma band and the
+   picking threshold, and the mask per feature.
 
 The summary returned (and in ``OUTDIR/summary.json``) gains ``"demo"``: the mask's bad pixels against the
 planted ones, and the veto's hits against the simulated truth.
@@ -52,6 +55,20 @@ def _demo_mask(path: Path) -> dict[str, Any]:
             "good_pixels_masked": int((found & ~planted & ~simulator.gap).sum())}
 
 
+def _write_report(outdir: Path, mask_path: Path) -> list[str]:
+    """``report.html`` of the run plus each of its figures as ``plots/<name>.png``; the files' names."""
+    from .report import write_report
+
+    report = write_report(outdir, outdir / "report.html", mask=str(mask_path))
+    (outdir / "plots").mkdir(exist_ok=True)
+    names = ["report.html"]
+    for title, _caption, png in report.figures:
+        name = "plots/" + "".join(c if c.isalnum() else "_" for c in title.lower()).strip("_") + ".png"
+        (outdir / name).write_bytes(png)
+        names.append(name)
+    return names
+
+
 def run_demo(outdir: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
              progress: bool | None = None, argv=None) -> dict[str, Any]:
     """Run the demo into ``outdir`` (see the module docstring); returns the run summary."""
@@ -79,9 +96,12 @@ def run_demo(outdir: str | os.PathLike, *, cache_dir: str | os.PathLike | None =
     with h5py.File(files.truth, "r") as truth:
         true_hits = truth["truth/frames/hit"][()]
     hit = np.asarray(summary["per_frame"]["hit"], bool)
+    sparse_bytes = sum(path.stat().st_size for path in [outdir / "run_sparse.h5", *outdir.glob("parts/*.h5")])
     summary["demo"] = {"dataset": str(files.data), **mask_stats,
                        "true_hits": int(true_hits.sum()), "hits_found": int((hit & true_hits).sum()),
-                       "false_hits": int((hit & ~true_hits).sum())}
+                       "false_hits": int((hit & ~true_hits).sum()),
+                       "input_bytes": files.data.stat().st_size, "sparse_bytes": sparse_bytes,
+                       "figures": _write_report(outdir, mask_path)}
     from ..io.atomic import atomic_output
 
     with atomic_output(outdir / "summary.json") as tmp:
