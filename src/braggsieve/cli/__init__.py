@@ -17,6 +17,7 @@ from ..errors import BraggsieveError
 
 # Subcommands, in the order `braggsieve --help` lists them.
 COMMANDS: list[str] = [
+    "demo",
     "integrate",
     "simulate",
     "peaks",
