@@ -137,8 +137,8 @@ def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, v_out):
             v = np.nan
             if r >= r_lo and r <= r_hi and np.isfinite(s) and norm[i, j] > 0:
                 fpos = (r - r0) / step if step > 0 else 0.0
-                b = _interp(bg, f, fpos, nbins)
-                if np.isfinite(b) and np.isfinite(_interp(std, f, fpos, nbins)):
+                b = _interp(bg, f, fpos, nbins)  # NaN where the bin's std is NaN too (see find_peaks)
+                if np.isfinite(b):
                     v = s / norm[i, j] - b
             v_out[f, i, j] = v
 
@@ -379,6 +379,7 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
     if binning.pixel_radius.shape != (ny, nx):
         raise ParameterError(f"frames of shape {(ny, nx)} do not match the binning's {binning.pixel_radius.shape}")
     bg, std, sem = (_as_batch(a) for a in (profile.mean, profile.std, profile.sem))
+    bg = np.where(np.isfinite(std), bg, np.nan)  # a bin without a usable std has no background either
     if bg.shape[0] != n:
         raise ParameterError(f"profile has {bg.shape[0]} frames, the batch {n}")
     radial = np.asarray(binning.radial, dtype=np.float64)
