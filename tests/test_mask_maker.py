@@ -16,6 +16,9 @@ from braggsieve.mask.bits import Bit, flag
 from braggsieve.mask.features import SeriesStatistics
 from braggsieve.mask.maker import ArraySeries, make_mask
 from braggsieve.mask.params import MaskParams
+from braggsieve.simulate.badpixels import plant_bad_pixels
+from braggsieve.simulate.params import DEFECT_TYPES, BadPixelParams, NoiseParams
+from braggsieve.simulate.response import nominal_response, record_frames
 from braggsieve.simulate.series import (CountingSeries, CountingSeriesParams, IntegratingSeries,
                                         IntegratingSeriesParams)
 
@@ -50,6 +53,40 @@ def test_counting_recall_and_false_positives(counting, lam):
     mean = dark.mean(axis=0)
     naive = np.abs(mean - mean.mean()) > lam * mean.std()
     assert naive[series.truth == 1].mean() < recall
+
+
+@pytest.mark.parametrize("dark_rate, dtype", [(0.0, np.int32), (0.0, np.uint32), (0.02, np.int32)])
+def test_counting_dark_with_simulated_detector_defects(dark_rate, dtype):
+    """A hot pixel among zero-count neighbours must be flagged (it scored sqrt(12) = 3.5 when the bulk's ties
+    were spread over the 0 -> hot gap).  Dark series recorded by braggsieve.simulate's detector model; every
+    type a dark reveals is found: hot, noisy, bimodal, stuck (non-zero), offset (+: high mean; -: a Pilatus
+    int32 records negative values, markers -> NO_DATA; an unsigned Eiger clips them to 0, invisible).  Dead,
+    under and over need light (a flat series)."""
+    shape = (384, 512)
+    rng = np.random.default_rng(11)
+    gap = np.zeros(shape, bool)
+    gap[190:200] = True
+    marker = -1 if dtype == np.int32 else np.iinfo(dtype).max
+    response = nominal_response(shape, gap, marker, NoiseParams(), True, rng)
+    types, response = plant_bad_pixels(response, BadPixelParams(bad_fraction=4e-3), rng)
+    darks = record_frames(np.full((32,) + shape, dark_rate, np.float32), response, seed=5, first_frame=0,
+                          dtype=dtype)
+    bits = make_mask([ArraySeries(darks)], counting=True, exclude=gap).bits
+    bad = bits != 0
+    assert np.all(bits[gap] == flag(Bit.GAP))
+    value = np.full(shape, np.nan)
+    value.reshape(-1)[response.defect_index] = response.stuck_value
+    offset = np.zeros(shape)
+    offset.reshape(-1)[response.defect_index] = response.offset
+    invisible = (types == DEFECT_TYPES["stuck"]) & (value == 0)
+    if dtype == np.uint32:
+        invisible |= (types == DEFECT_TYPES["offset"]) & (offset < 0)
+    for name in ("hot", "noisy", "bimodal", "stuck", "offset"):
+        planted = (types == DEFECT_TYPES[name]) & ~invisible
+        assert planted.sum() >= 30
+        assert bad[planted].all(), f"{name}: {np.count_nonzero(~bad[planted])} of {planted.sum()} missed"
+    good = (types == 0) & ~gap
+    assert bad[good].mean() <= 1e-4
 
 
 def test_integrating_recall_false_positives_and_outlier_frames(integrating):

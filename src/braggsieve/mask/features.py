@@ -197,7 +197,8 @@ def dark_bits(stats: SeriesStatistics, exclude: np.ndarray, params: MaskParams,
     """Bits of F2 (offset), F3 (noise), constant pixels and missing data for one dark series.
 
     Returns (uint32 (*units, rows, cols), {"F2": snr, "F3": snr}).  Counting detectors use a minimum sigma
-    of 1/6 count and do not call a constant dark pixel dead (no counts in the dark is normal).
+    of 1/6 count and call a constant dark pixel dead (stuck) only when its constant count is not 0 (no
+    counts in the dark is normal).
     """
     min_sigma = COUNTING_MIN_SIGMA if counting else 0.0
     shape = stats.unit_shape + stats.pixel_shape
@@ -210,7 +211,9 @@ def dark_bits(stats: SeriesStatistics, exclude: np.ndarray, params: MaskParams,
     bits[_over(np.abs(snr2), params.lam, no_data)] |= flag(Bit.OFFSET)
     bits[_over(snr3, params.lam, no_data)] |= flag(Bit.NOISY)
     dead = _over(-snr3, params.lam, no_data)
-    if not counting:
+    if counting:  # stuck: the same non-zero count in every frame (Poisson(r): probability <= 0.37**frames)
+        dead |= stats.constant & (stats.mean != 0) & ~no_data
+    else:
         dead |= stats.constant & ~no_data
     bits[dead] |= flag(Bit.DEAD)
     return bits, {"F2": snr2, "F3": snr3}

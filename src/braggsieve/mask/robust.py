@@ -18,10 +18,15 @@ Gaussian, the rest are outliers of any kind.  For each vector of ``N`` finite sa
    then the standard deviation is floored at ``min_sigma``.
 
 Discrete data (integer counts, means of a few integer frames) are handled by spreading each group of tied
-values evenly over the data's quantisation step (the smallest positive gap between distinct values) before
-step 1: a sample ``v`` tied ``m`` times becomes ``v + step * ((q + 0.5) / m - 0.5)``, ``q = 0..m-1``.  Ties
-therefore neither make the scale collapse to 0 (Poisson(0.5) gives sigma ~ 0.6, not 0) nor slow anything
-down: the cost is one O(N log N) sort per vector whatever the data.
+values evenly over the data's quantisation step before step 1: a sample ``v`` tied ``m`` times becomes
+``v + step * ((q + 0.5) / m - 0.5)``, ``q = 0..m-1``.  The step is the smallest positive gap between
+consecutive sorted samples of the *central* part of the vector (the middle ``(1 + likely) / 2`` fraction,
+75 % for ``likely`` = 0.5), so that outliers cannot set it: in a block of zero-count pixels with one hot
+pixel at 200 counts the only gap is 0 -> 200, and spreading the zeros over 200 counts would give the bulk a
+scale of 200 / sqrt(12) and the hot pixel an SNR of sqrt(12) = 3.5 whatever its rate.  When the central part
+holds a single value the data have no scale at their resolution (sigma 0, then ``min_sigma``).  Ties
+therefore neither make the scale of real discrete noise collapse to 0 (Poisson(0.5) gives sigma ~ 0.7, not
+0) nor slow anything down: the cost is one O(N log N) sort per vector whatever the data.
 
 Non-finite samples (NaN, inf) are ignored.  A vector with fewer than 2 finite samples gets NaN.
 """
@@ -59,10 +64,15 @@ def _truncation_factor(lam):
 
 
 @njit(cache=True)
-def _spread_ties(x, n):
-    """Spread groups of equal values of the sorted ``x[:n]`` over the quantisation step (in place)."""
+def _spread_ties(x, n, h):
+    """Spread groups of equal values of the sorted ``x[:n]`` over the quantisation step (in place).
+
+    The step is the smallest positive gap between consecutive samples among the central ``(n + h) / 2``
+    (``h`` = the LkOS sample count), so that a few outliers far from a tied bulk cannot set it.
+    """
+    skip = (n - (n + h + 1) // 2) // 2
     step = np.inf
-    for i in range(1, n):
+    for i in range(skip + 1, n - skip):
         gap = x[i] - x[i - 1]
         if gap > 0.0 and gap < step:
             step = gap
@@ -105,7 +115,7 @@ def _fit_sorted(x, n, h, lam, min_sigma, resid):
 
     ``x`` is modified (ties spread).  Needs n >= 2.
     """
-    _spread_ties(x, n)
+    _spread_ties(x, n, h)
     # 1. least k-th order statistic: the shortest window of h sorted samples ...
     start = 0
     width = x[h - 1] - x[0]
