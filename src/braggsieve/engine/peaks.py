@@ -30,6 +30,8 @@ outside the image, and zingers once flagged.
    c. its 8 neighbours on their own are significant: B - v >= max(min_spread * v, spread_snr * sqrt(sum of
       their sigma_p^2)).  A Bragg spot spreads over its neighbours, a zinger or hot pixel that escaped rule
       1 does not -- this replaces the ``connected`` count as the guard against single bright pixels;
+   e. v >= cutoff_peak * sigma_p / 4: implied by b for any box whose noise is uniform within a factor 4/3
+      (v is the box maximum), stated as a rule so that only these few pixels are examined further;
    d. with ``near_mask="reject"``: no patch position is missing.  The default ``"keep"`` keeps peaks next to
       gaps and masked pixels, judged on their valid pixels alone, because on current detectors the pixels
       next to a gap are sound and dropping them loses the reflections that graze a module edge; the same
@@ -123,9 +125,14 @@ def _pixel_var(radius, std, f, i, j, r0, step, noise):
     return sd * sd + noise * noise
 
 
+# Values of the per-pixel ``mark`` array.
+_NONE, _ZINGER, _PEAK, _MAYBE, _STRONG = 0, 1, 2, 3, 4
+
+
 @nb.njit(cache=True, parallel=True)
-def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, v_out):
-    """Fill ``v_out`` (n, ny, nx) float32 with the excess v (NaN where missing)."""
+def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, cutoff, v_out, mark):
+    """Fill ``v_out`` (n, ny, nx) float32 with the excess v (NaN where missing) and ``mark`` with _STRONG where
+    v >= cutoff * sigma_p (zinger candidates), _MAYBE where v >= cutoff * sigma_p / 4 (rule 2e), else _NONE."""
     n, ny, nx = signal.shape
     nbins = bg.shape[1]
     for k in nb.prange(n * ny):
@@ -135,40 +142,56 @@ def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, v_out):
             r = radius[i, j]
             s = signal[f, i, j]
             v = np.nan
+            m = _NONE
             if r >= r_lo and r <= r_hi and np.isfinite(s) and norm[i, j] > 0:
                 fpos = (r - r0) / step if step > 0 else 0.0
-                b = _interp(bg, f, fpos, nbins)  # NaN where the bin's std is NaN too (see find_peaks)
+                if fpos <= 0.0:  # _interp inlined: bg and std share the bin position
+                    i0, i1, w = 0, 0, 0.0
+                elif fpos >= nbins - 1:
+                    i0, i1, w = nbins - 1, nbins - 1, 0.0
+                else:
+                    i0 = int(fpos)
+                    i1 = i0 + 1
+                    w = fpos - i0
+                b = bg[f, i0] * (1.0 - w) + bg[f, i1] * w  # NaN where the bin's std is NaN too (find_peaks)
                 if np.isfinite(b):
                     v = s / norm[i, j] - b
+                    if v > 0:
+                        sd = std[f, i0] * (1.0 - w) + std[f, i1] * w
+                        v2 = v * v
+                        t2 = cutoff * cutoff * (sd * sd + noise * noise)
+                        if v2 >= t2:
+                            m = _STRONG
+                        elif v2 * 16.0 >= t2:
+                            m = _MAYBE
             v_out[f, i, j] = v
+            mark[f, i, j] = m
 
 
 @nb.njit(cache=True, parallel=True)
-def _flag_zingers(v, radius, std, r0, step, noise, cutoff, min_spread, mark):
-    """Rule 1: ``mark[f, i, j] = 1`` for zingers, 0 otherwise; reads only ``v``."""
+def _flag_zingers(v, min_spread, mark):
+    """Rule 1: turn the _STRONG pixels whose 8 valid neighbours hold less than ``min_spread`` of their excess
+    into _ZINGER; reads only ``v``, so rows may be done in any order."""
     n, ny, nx = v.shape
     for k in nb.prange(n * ny):
         f = k // ny
         i = k % ny
         for j in range(nx):
-            mark[f, i, j] = 0
-            v0 = v[f, i, j]
-            if not v0 >= cutoff * noise or v0 * v0 < cutoff * cutoff * _pixel_var(radius, std, f, i, j, r0, step,
-                                                                                   noise):
+            if mark[f, i, j] != _STRONG:
                 continue
             spread = 0.0
             for ii in range(max(i - 1, 0), min(i + 2, ny)):
                 for jj in range(max(j - 1, 0), min(j + 2, nx)):
                     if (ii != i or jj != j) and np.isfinite(v[f, ii, jj]):
                         spread += v[f, ii, jj]
-            if spread < min_spread * v0:
-                mark[f, i, j] = 1
+            if spread < min_spread * v[f, i, j]:
+                mark[f, i, j] = _ZINGER
 
 
 @nb.njit(cache=True, inline="always")
 def _usable(v, mark, f, i, j):
-    """A pixel that takes part in peaks: valid (finite v) and not a zinger (``mark`` 1; 2 marks peaks)."""
-    return np.isfinite(v[f, i, j]) and mark[f, i, j] != 1
+    """A pixel that takes part in peaks: valid (finite v) and not a zinger."""
+    return np.isfinite(v[f, i, j]) and mark[f, i, j] != _ZINGER
 
 
 @nb.njit(cache=True, inline="always")
@@ -177,7 +200,7 @@ def _is_peak(v, zinger, norm, radius, std, r0, step, noise, f, i, j, half, cutof
     """Rule 2 of the module docstring for pixel (f, i, j)."""
     n, ny, nx = v.shape
     v0 = v[f, i, j]
-    if not v0 > 0 or zinger[f, i, j] == 1:
+    if zinger[f, i, j] < _MAYBE:  # rule 2e (or a zinger)
         return False
     box = 0.0
     box_var = 0.0
@@ -185,7 +208,7 @@ def _is_peak(v, zinger, norm, radius, std, r0, step, noise, f, i, j, half, cutof
     for ii in range(max(i - 1, 0), min(i + 2, ny)):  # a, 3x3 part: the cheapest rejection first
         for jj in range(max(j - 1, 0), min(j + 2, nx)):
             vq = v[f, ii, jj]
-            if (vq > v0 or (vq == v0 and (ii < i or (ii == i and jj < j)))) and zinger[f, ii, jj] != 1:
+            if (vq > v0 or (vq == v0 and (ii < i or (ii == i and jj < j)))) and zinger[f, ii, jj] != _ZINGER:
                 return False
     for ii in range(max(i - 1, 0), min(i + 2, ny)):  # b: the 3x3 detection
         for jj in range(max(j - 1, 0), min(j + 2, nx)):
@@ -222,25 +245,19 @@ def _is_peak(v, zinger, norm, radius, std, r0, step, noise, f, i, j, half, cutof
 @nb.njit(cache=True, parallel=True)
 def _mark_peaks(v, mark, norm, radius, std, r0, step, noise, half, cutoff, spread_snr, min_spread, reject_near_mask,
                 counts):
-    """Set ``mark = 2`` on peaks and count them per row of each frame: ``counts[f * ny + i]``.  Safe in
-    parallel: a 2 reads like a 0 to the other rows' tests."""
+    """Set ``mark = _PEAK`` on peaks and count them per row of each frame: ``counts[f * ny + i]``.  Safe in
+    parallel: the other rows' tests only ask whether a pixel is a _ZINGER."""
     n, ny, nx = v.shape
     for k in nb.prange(n * ny):
         f = k // ny
         i = k % ny
         c = 0
         for j in range(nx):
-            v0 = v[f, i, j]
-            if not v0 > 0:
-                continue
-            # fast rejection: a larger valid left/right neighbour (a zinger is checked in _is_peak)
-            if j > 0 and v[f, i, j - 1] > v0 and mark[f, i, j - 1] != 1:
-                continue
-            if j + 1 < nx and v[f, i, j + 1] > v0 and mark[f, i, j + 1] != 1:
+            if mark[f, i, j] < _MAYBE:
                 continue
             if _is_peak(v, mark, norm, radius, std, r0, step, noise, f, i, j, half, cutoff, spread_snr, min_spread,
                         reject_near_mask):
-                mark[f, i, j] = 2
+                mark[f, i, j] = _PEAK
                 c += 1
         counts[k] = c
 
@@ -294,7 +311,7 @@ def _measure_peaks(v, zinger, variance, norm, gain, radius, r0, step, noise, bg,
                    out_float, out_npix, out_index):
     """Measure every peak (module docstring); row ``k`` of the batch writes its peaks from ``offsets[k]`` on.
 
-    Peaks are the pixels marked 2 by :func:`_mark_peaks`.  ``variance`` is (n, ny, nx) photons^2 or (0, 0, 0)
+    Peaks are the pixels marked _PEAK by :func:`_mark_peaks`.  ``variance`` is (n, ny, nx) photons^2 or (0, 0, 0)
     to use sigma_p^2 instead; ``gain`` is (ny, nx) or (1, 1); ``dspacing`` is (ny, nx) Angstrom or (1, 1).
     """
     n, ny, nx = v.shape
@@ -306,7 +323,7 @@ def _measure_peaks(v, zinger, variance, norm, gain, radius, r0, step, noise, bg,
         i = k % ny
         p = offsets[k]
         for j in range(nx):
-            if zinger[f, i, j] != 2:
+            if zinger[f, i, j] != _PEAK:
                 continue
             row, col = _centroid(v, zinger, f, i, j)
             ci = min(max(int(np.floor(row + 0.5)), 0), ny - 1)
@@ -397,10 +414,10 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
     signal = np.ascontiguousarray(signal, dtype=np.float32)
 
     v = np.empty((n, ny, nx), np.float32)
-    r0, noise = float(radial[0]), float(params.noise)
-    _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, v)
     mark = np.empty((n, ny, nx), np.uint8)
-    _flag_zingers(v, radius, std, r0, step, noise, float(params.cutoff_peak), float(params.min_spread), mark)
+    r0, noise = float(radial[0]), float(params.noise)
+    _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, float(params.cutoff_peak), v, mark)
+    _flag_zingers(v, float(params.min_spread), mark)
     counts = np.empty(n * ny, np.int64)
     _mark_peaks(v, mark, norm, radius, std, r0, step, noise, params.patch_size // 2, float(params.cutoff_peak),
                 float(params.spread_snr), float(params.min_spread), params.near_mask == "reject", counts)
