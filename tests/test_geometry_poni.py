@@ -185,3 +185,22 @@ def test_beam_center_of_tilted_geometries_agrees_with_pyfai_getfit2d(seed):
     untilted = Poni.from_beam_center(poni.detector, 0.3, (12.5, 40.25), 1e-10)
     assert untilted.beam_center_px() == pytest.approx((12.5, 40.25), rel=1e-15)
     assert untilted.beam_distance_m() == pytest.approx(0.3, rel=1e-15)
+
+
+def test_poni_with_numpy_scalars_round_trips(tmp_path):
+    """Geometry computed with numpy (e.g. a fit) writes plain numbers that both readers accept."""
+    import numpy as np
+
+    from braggsieve.geometry.detectors import get_detector
+    from braggsieve.geometry.poni import Poni, read_poni, write_poni
+
+    poni = Poni(dist=np.float64(0.1), poni1=np.float32(0.05), poni2=0.04, rot1=np.float64(0.01), rot2=0, rot3=0,
+                wavelength=np.float64(1e-10), detector=get_detector("pilatus1m"))
+    path = tmp_path / "numpy.poni"
+    write_poni(poni, path)
+    assert "np." not in path.read_text()
+    back = read_poni(path)
+    assert back.dist == 0.1 and back.poni1 == float(np.float32(0.05)) and back.wavelength == 1e-10
+    import pyFAI
+
+    assert abs(pyFAI.load(str(path)).dist - 0.1) < 1e-15

@@ -59,6 +59,11 @@ class Poni:
     detector: Detector
 
     def __post_init__(self):
+        # plain Python floats, whatever the caller passed (numpy scalars would print as np.float64(...))
+        for name in (*POSITION_FIELDS, "wavelength"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
         for name in POSITION_FIELDS:
             if not math.isfinite(getattr(self, name)):
                 raise ParameterError(f"PONI {name} must be a finite number, got {getattr(self, name)}")
