@@ -31,8 +31,7 @@ from ..engine.pick import PickParams
 from ..io.atomic import atomic_output, atomic_outputs
 from ..io.cxi import CxiWriter
 from ..io.frames import FrameIds
-from ..io.sparse import SparseWriter
-from .sparse import dense_normalization
+from .sparse import open_sparse_writer
 
 PART_FIELDS = ("position", "source", "index", "npeaks", "kept", "input_crc32", "result_crc32")
 
@@ -86,34 +85,6 @@ def result_checksums(results) -> np.ndarray:
     return out
 
 
-def sparse_dtype(dtype) -> np.dtype:
-    """The dtype stored for picked intensities of frames of ``dtype`` (64-bit integers stored as 32-bit)."""
-    dtype = np.dtype(dtype)
-    if dtype.itemsize == 8 and dtype.kind in "iu":
-        return np.dtype(np.int32 if dtype.kind == "i" else np.uint32)
-    return dtype
-
-
-def _sparse_writer(path: Path, setup, dtype, provenance) -> SparseWriter:
-    binning, integration, clip = setup.binning, setup.integration, setup.clip
-    pick = setup.param(PickParams)
-    pixel = setup.poni.detector.pixel_size
-    instrument = {"distance": setup.poni.dist, "y_pixel_size": pixel[0], "x_pixel_size": pixel[1],
-                  "beam_center_x": setup.poni.poni2 / pixel[1], "beam_center_y": setup.poni.poni1 / pixel[0],
-                  "wavelength": setup.poni.wavelength}
-    config = {"geometry": setup.geometry_dict(),
-              "sparsify": {"unit": integration.unit, "bins": integration.bins, "error_model": integration.error_model,
-                           "radial_range": integration.radial_range, "cutoff_clip": clip.cutoff_clip,
-                           "cycle": clip.cycles, "cutoff_pick": pick.cutoff_pick, "noise": pick.noise,
-                           "dummy": setup.correction.dummy, "delta_dummy": setup.correction.delta_dummy,
-                           "polarization_factor": setup.correction.polarization,
-                           "correctSolidAngle": setup.correction.solid_angle}}
-    return SparseWriter(path, radius_map=binning.pixel_radius, radial=binning.radial, unit=binning.unit,
-                        dtype=sparse_dtype(dtype), normalization=dense_normalization(setup.corrections),
-                        dummy=setup.correction.dummy, configuration=config, provenance=provenance,
-                        instrument=instrument)
-
-
 def _engine(setup):
     """The engine of ``setup`` (its device), made once per process and setup (a Dask worker keeps it)."""
     from ..engine.device import select_engine
@@ -149,7 +120,7 @@ def write_part(paths: PartPaths, batches: Iterable[tuple[np.ndarray, FrameIds, l
     engine = _engine(setup)
     started = time.perf_counter()
     columns: dict[str, list[np.ndarray]] = {name: [] for name in PART_FIELDS}
-    with _sparse_writer(paths.sparse, setup, dtype, provenance) as sparse_writer, \
+    with open_sparse_writer(paths.sparse, setup, setup.param(PickParams), dtype, provenance) as sparse_writer, \
             atomic_output(paths.cxi) as cxi_tmp:
         cxi = CxiWriter(cxi_tmp, shape, dtype, images=images, link_dir=paths.cxi.parent)
         try:

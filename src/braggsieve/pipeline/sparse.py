@@ -50,6 +50,38 @@ def dense_normalization(corrections) -> np.ndarray | None:
     return None if np.all(norm == 1) else norm
 
 
+
+def sparse_dtype(dtype) -> np.dtype:
+    """dtype of the stored intensities for frames of ``dtype``: the input's own, 64-bit integers as 32-bit (as
+    pyFAI, and within FabIO's reach)."""
+    dtype = np.dtype(dtype)
+    if dtype.itemsize == 8 and dtype.kind in "iu":
+        return np.dtype(np.int32 if dtype.kind == "i" else np.uint32)
+    return dtype
+
+
+def open_sparse_writer(path: str | os.PathLike, setup, pick: PickParams, dtype, provenance, *, quantise: float = 0.0,
+                       **options) -> SparseWriter:
+    """A SparseWriter for frames of ``dtype`` processed with ``setup`` (pipeline.setup.RunSetup) and ``pick``:
+    radius map, normalisation, instrument (beam centre where the direct beam meets the detector, also for
+    tilted geometries) and pyFAI-style configuration; ``options`` go to SparseWriter."""
+    integration, clip, correction, poni = setup.integration, setup.clip, setup.correction, setup.poni
+    beam_x, beam_y = poni.beam_center_px()
+    pixel = poni.detector.pixel_size
+    instrument = {"distance": poni.beam_distance_m(), "y_pixel_size": pixel[0], "x_pixel_size": pixel[1],
+                  "beam_center_x": beam_x, "beam_center_y": beam_y, "wavelength": poni.wavelength}
+    config = {"geometry": setup.geometry_dict(),
+              "sparsify": {"unit": integration.unit, "bins": integration.bins, "error_model": integration.error_model,
+                           "radial_range": integration.radial_range, "cutoff_clip": clip.cutoff_clip,
+                           "cycle": clip.cycles, "cutoff_pick": pick.cutoff_pick, "noise": pick.noise,
+                           "quantise": quantise, "dummy": correction.dummy, "delta_dummy": correction.delta_dummy,
+                           "polarization_factor": correction.polarization,
+                           "correctSolidAngle": correction.solid_angle}}
+    return SparseWriter(path, radius_map=setup.binning.pixel_radius, radial=setup.binning.radial,
+                        unit=setup.binning.unit, dtype=sparse_dtype(dtype),
+                        normalization=dense_normalization(setup.corrections), dummy=correction.dummy,
+                        configuration=config, provenance=provenance, instrument=instrument, **options)
+
 def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, quantise: float = 0.0,
                  creator_compat: bool = False, compression: str = "zstd", batch_size: int = 8,
                  progress: bool | None = None, argv=None) -> SparsifySummary:
@@ -68,27 +100,9 @@ def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, 
     if engine.device != "cpu" and pick.cutoff_spot:
         raise ParameterError("--cutoff-spot is only implemented on the CPU; use --device cpu")
     provenance = setup.provenance(source, argv=argv)
-    wavelength = setup.poni.wavelength
-    pixel = setup.poni.detector.pixel_size
-    instrument = {"distance": setup.poni.dist, "y_pixel_size": pixel[0], "x_pixel_size": pixel[1],
-                  "beam_center_x": setup.poni.poni2 / pixel[1], "beam_center_y": setup.poni.poni1 / pixel[0],
-                  "wavelength": wavelength}
-    config = {"geometry": setup.geometry_dict(),
-              "sparsify": {"unit": integration.unit, "bins": integration.bins, "error_model": integration.error_model,
-                           "radial_range": integration.radial_range, "cutoff_clip": clip.cutoff_clip,
-                           "cycle": clip.cycles, "cutoff_pick": pick.cutoff_pick, "noise": pick.noise,
-                           "quantise": quantise, "dummy": setup.correction.dummy,
-                           "delta_dummy": setup.correction.delta_dummy,
-                           "polarization_factor": setup.correction.polarization,
-                           "correctSolidAngle": setup.correction.solid_angle}}
-    dtype = source.dtype
-    if dtype.itemsize == 8 and dtype.kind in "iu":
-        dtype = np.dtype(np.int32 if dtype.kind == "i" else np.uint32)
     kept = []
-    with SparseWriter(output, radius_map=binning.pixel_radius, radial=binning.radial, unit=binning.unit,
-                      dtype=dtype, normalization=dense_normalization(corrections), dummy=setup.correction.dummy,
-                      configuration=config, provenance=provenance, instrument=instrument,
-                      creator_compat=creator_compat, compression=compression) as writer:
+    with open_sparse_writer(output, setup, pick, source.dtype, provenance, quantise=quantise,
+                            creator_compat=creator_compat, compression=compression) as writer:
         bar = tqdm(total=source.nframes, unit="frame", desc="sparsify",
                    disable=None if progress is None else not progress)
         pending = collections.deque()  # frame ids of the batches handed to the engine, in order
