@@ -4,8 +4,11 @@ Skipped without CuPy or a GPU (CI has none); run on a GPU machine with
 ``python -m pytest -q tests/test_cuda_engine.py``.
 
 Scene: a 300 x 333 detector (the width is not a multiple of 32, so the last bit-mask word is partial),
-Poisson background falling with radius, Gaussian spots, a masked gap band filled with the dtype's detector
-marker, saturated pixels, a flat field, and optionally a dark and a per-pixel gain.
+Poisson background falling with radius, Gaussian spots, single-pixel zingers, a masked gap band and a masked
+column filled with the dtype's detector marker, saturated pixels, a flat field, and optionally a dark and a
+per-pixel gain.  The peak rules compared with the CPU engine are those of the final engine/peaks.py (3x3 box
+with the skewness term, rule 2e, zinger flags, 5x5 patch next to missing pixels, windowed centroid, 5x5 box
+on the centroid), and picking includes ``cutoff_spot``.
 """
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ def _scene(dtype, *, dark=False, gain_map=False, split="no", error_model="poisso
             counts += rng.uniform(-0.5, 0.5, counts.shape)
         frame = np.clip(counts, 0, 65000).astype(dtype)
         frame[rng.integers(0, NY, 5), rng.integers(0, NX, 5)] = SATURATION + 10
+        zy, zx = rng.integers(0, NY, 20), rng.integers(0, NX, 20)
+        frame[zy, zx] = np.minimum(frame[zy, zx].astype(np.float64) + 3000, 50000).astype(dtype)  # zingers
         markers = detector_markers(np.dtype(dtype))
         frame[mask] = markers[0] if len(markers) else np.nan
         frames.append(frame)
@@ -69,11 +74,11 @@ def _scene(dtype, *, dark=False, gain_map=False, split="no", error_model="poisso
     return np.stack(frames), binning, corrections, params
 
 
-def _engine(binning, corrections, params, **kwargs):
+def _engine(binning, corrections, params, pick=None, peaks=None, **kwargs):
     from braggsieve.engine.cuda import CudaEngine
 
-    return CudaEngine(binning, corrections, params, ClipParams(cutoff_clip=0.0, cycles=5), PickParams(cutoff_pick=3.0),
-                      PeakParams(cutoff_peak=3.0, patch_size=5), **kwargs)
+    return CudaEngine(binning, corrections, params, ClipParams(cutoff_clip=0.0, cycles=5),
+                      pick or PickParams(cutoff_pick=3.0), peaks or PeakParams(cutoff_peak=3.0, patch_size=5), **kwargs)
 
 
 def _reference_clip(frames, binning, corrections, error_model, cycles=5, cutoff=0.0):
@@ -139,27 +144,63 @@ def test_sigma_clip_matches_float64_reference(error_model, split, shared):
     assert np.isfinite(profile.mean).sum() > 0.9 * profile.mean.size
 
 
-def _cpu_engine(binning, corrections, params, engine):
-    return CpuEngine(binning, corrections, params, engine.clip, engine.pick_params, engine.peak_params)
+def _cpu_engine(binning, corrections, params, engine, d_spacing=None):
+    return CpuEngine(binning, corrections, params, engine.clip, engine.pick_params, engine.peak_params, d_spacing)
 
 
-def _near_threshold(frames, pre, binning, profile, engine, f, pixels):
-    """For picked-pixel disagreements: |excess - margin| / margin of each pixel (CPU arithmetic)."""
+def _near_threshold(pre, binning, profile, pick, f):
+    """(ny, nx) bool: pixels of frame f whose excess lies within 1e-5 relative of the picking margin or, with
+    ``cutoff_spot``, of the spot threshold, and (with ``cutoff_spot``) their 8 neighbours (CPU arithmetic)."""
     bg, std = filled_background(profile)
     radial = binning.radial
-    step = radial[1] - radial[0]
-    out = []
-    for p in pixels:
-        i, j = divmod(int(p), NX)
-        r = float(binning.pixel_radius[i, j])
-        fpos = np.clip((r - radial[0]) / step, 0, len(radial) - 1)
-        m = np.interp(fpos, np.arange(len(radial)), bg[f].astype(np.float64))
-        s = np.interp(fpos, np.arange(len(radial)), std[f].astype(np.float64))
-        noise, cut = engine.pick_params.noise, engine.pick_params.cutoff_pick
-        margin = max(noise, cut * np.sqrt(s * s + noise * noise))
-        excess = pre.signal[f, i, j] / pre.norm[i, j] - m
-        out.append(abs(excess - margin) / margin)
-    return np.array(out)
+    fpos = np.clip((binning.pixel_radius.astype(np.float64) - radial[0]) / (radial[1] - radial[0]), 0,
+                   len(radial) - 1)
+    m = np.interp(fpos, np.arange(len(radial)), bg[f].astype(np.float64))
+    s = np.interp(fpos, np.arange(len(radial)), std[f].astype(np.float64))
+    sigma = np.sqrt(s * s + pick.noise ** 2)
+    excess = pre.signal[f] / pre.norm - m
+    near = np.zeros((NY, NX), bool)
+    for margin in [np.maximum(pick.noise, pick.cutoff_pick * sigma)] + ([pick.cutoff_spot * sigma]
+                                                                        if pick.cutoff_spot else []):
+        with np.errstate(invalid="ignore"):
+            near |= np.abs(excess - margin) <= 1e-5 * margin
+    if pick.cutoff_spot:
+        padded = np.pad(near, 1)
+        near = np.any([padded[1 + di:1 + di + NY, 1 + dj:1 + dj + NX] for di in (-1, 0, 1) for dj in (-1, 0, 1)],
+                      axis=0)
+    return near
+
+
+def _assert_same_picks(got, want, pre, binning, profile, pick):
+    """Same picked pixels (but those within 1e-5 relative of a threshold, counted) and the same values."""
+    near = 0
+    for f in range(NFRAMES):
+        a = got.sparse.index[got.sparse.frame_ptr[f]:got.sparse.frame_ptr[f + 1]]
+        b = want.sparse.index[want.sparse.frame_ptr[f]:want.sparse.frame_ptr[f + 1]]
+        assert np.all(np.diff(a.astype(np.int64)) > 0), "indices sorted within a frame"
+        differ = np.setxor1d(a, b)
+        if len(differ):
+            assert np.all(_near_threshold(pre, binning, profile, pick, f).ravel()[differ])
+            near += len(differ)
+        common, ia, ib = np.intersect1d(a, b, return_indices=True)
+        va = got.sparse.intensity[got.sparse.frame_ptr[f]:][ia]
+        vb = want.sparse.intensity[want.sparse.frame_ptr[f]:][ib]
+        np.testing.assert_array_equal(va, vb)
+        assert len(common) > 100
+    print(f"picked pixels: {len(got.sparse.index)}; near-threshold disagreements: {near}")
+    assert got.sparse.intensity.dtype == want.sparse.intensity.dtype
+
+
+def _assert_same_peaks(got, want, min_peaks=20):
+    np.testing.assert_array_equal(got.peaks.frame_ptr, want.peaks.frame_ptr)
+    np.testing.assert_array_equal(got.peaks.index, want.peaks.index)
+    assert got.peaks.npeaks.sum() >= min_peaks
+    for name in ("intensity", "sigma", "snr", "maximum", "background"):
+        np.testing.assert_allclose(getattr(got.peaks, name), getattr(want.peaks, name), rtol=1e-6, err_msg=name)
+    for name in ("row", "col"):  # iterated centroid: exp() may differ in the last bit, the stop test at 1e-4 px
+        np.testing.assert_allclose(getattr(got.peaks, name), getattr(want.peaks, name), atol=2e-4, err_msg=name)
+    np.testing.assert_array_equal(got.peaks.npix, want.peaks.npix)
+    np.testing.assert_array_equal(got.peaks.resolution, want.peaks.resolution)
 
 
 @pytest.mark.parametrize("dtype,dark,gain_map", [(np.uint32, False, False), (np.uint16, True, False),
@@ -172,7 +213,7 @@ def test_process_matches_cpu_engine(dtype, dark, gain_map, error_model):
     got = engine.process(frames)
     cpu = _cpu_engine(binning, corrections, params, engine)
     want = cpu.process(frames)
-    profile, sparse, peaks = want.profile, want.sparse, want.peaks
+    profile, sparse = want.profile, want.sparse
     pre = preprocess(frames, corrections, params.error_model)
     np.testing.assert_allclose(engine.integrate(frames).std, cpu.integrate(frames).std, rtol=1e-9, equal_nan=True)
 
@@ -181,32 +222,30 @@ def test_process_matches_cpu_engine(dtype, dark, gain_map, error_model):
                                    equal_nan=True, err_msg=name)
     np.testing.assert_allclose(got.sparse.background_avg, sparse.background_avg, rtol=1e-5)
     np.testing.assert_allclose(got.sparse.background_std, sparse.background_std, rtol=1e-5)
+    _assert_same_picks(got, want, pre, binning, profile, engine.pick_params)
+    _assert_same_peaks(got, want)
 
-    near = 0
-    for f in range(NFRAMES):
-        a = got.sparse.index[got.sparse.frame_ptr[f]:got.sparse.frame_ptr[f + 1]]
-        b = sparse.index[sparse.frame_ptr[f]:sparse.frame_ptr[f + 1]]
-        assert np.all(np.diff(a.astype(np.int64)) > 0), "indices sorted within a frame"
-        differ = np.setxor1d(a, b)
-        if len(differ):
-            assert np.all(_near_threshold(frames, pre, binning, profile, engine, f, differ) < 1e-5)
-            near += len(differ)
-        common, ia, ib = np.intersect1d(a, b, return_indices=True)
-        va = got.sparse.intensity[got.sparse.frame_ptr[f]:][ia]
-        vb = sparse.intensity[sparse.frame_ptr[f]:][ib]
-        np.testing.assert_array_equal(va, vb)
-        assert len(common) > 100
-    print(f"picked pixels: {len(got.sparse.index)}; near-threshold disagreements: {near}")
-    assert got.sparse.intensity.dtype == sparse.intensity.dtype
 
-    np.testing.assert_array_equal(got.peaks.frame_ptr, peaks.frame_ptr)
-    np.testing.assert_array_equal(got.peaks.index, peaks.index)
-    assert got.peaks.npeaks.sum() > 20
-    for name in ("intensity", "sigma", "snr", "maximum", "background"):
-        np.testing.assert_allclose(getattr(got.peaks, name), getattr(peaks, name), rtol=1e-6, err_msg=name)
-    for name in ("row", "col"):  # iterated centroid: exp() may differ in the last bit, the stop test at 1e-4 px
-        np.testing.assert_allclose(getattr(got.peaks, name), getattr(peaks, name), atol=2e-4, err_msg=name)
-    np.testing.assert_array_equal(got.peaks.npix, peaks.npix)
+@pytest.mark.parametrize("pick,peaks", [
+    (PickParams(cutoff_pick=3.0, cutoff_spot=5.0), PeakParams()),  # the defaults: patch 3, cutoff 4.4
+    (PickParams(cutoff_spot=3.0), PeakParams(cutoff_peak=3.0, near_mask="reject")),
+    (PickParams(cutoff_pick=3.0), PeakParams(cutoff_peak=0.9, min_spread=0.3, spread_snr=1.0)),  # negative skew term
+])
+def test_peak_rules_and_spot_picking_match_cpu_engine(pick, peaks):
+    """The final CPU peak rules (5x5 patch next to the masked band/column, zingers, rule 2e, the skewness term
+    of either sign, near_mask) and picking with the spot neighbours, with a float64 d-spacing map."""
+    frames, binning, corrections, params = _scene(np.uint32, dark=True, seed=11)
+    rows, cols = np.mgrid[:NY, :NX]
+    d_spacing = 1.0 + np.hypot(rows - 140.3, cols - 170.6) / 77.0  # float64, as geometry.pixels.d_spacing
+    engine = _engine(binning, corrections, params, pick=pick, peaks=peaks, d_spacing=d_spacing)
+    got = engine.process(frames)
+    want = _cpu_engine(binning, corrections, params, engine, d_spacing).process(frames)
+    pre = preprocess(frames, corrections, params.error_model)
+    _assert_same_picks(got, want, pre, binning, want.profile, pick)
+    _assert_same_peaks(got, want, min_peaks=10)
+    near_gap = [(abs(i - 101.5) <= 4 or abs(j - 200) <= 3) for i, j in
+                (divmod(int(p), NX) for p in want.peaks.index)]
+    print(f"peaks: {len(want.peaks.index)}, of which next to the masked band/column: {sum(near_gap)}")
 
 
 def test_process_many_overlaps_and_matches_single_batches():

@@ -97,8 +97,6 @@ def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, 
     binning, corrections = setup.binning, setup.corrections
     integration, clip = setup.integration, setup.clip
     engine = select_engine(setup.device, binning, corrections, integration, clip, pick)
-    if engine.device != "cpu" and pick.cutoff_spot:
-        raise ParameterError("--cutoff-spot is only implemented on the CPU; use --device cpu")
     provenance = setup.provenance(source, argv=argv)
     kept = []
     with open_sparse_writer(output, setup, pick, source.dtype, provenance, quantise=quantise,

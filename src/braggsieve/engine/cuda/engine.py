@@ -7,8 +7,9 @@ Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one C
 2. ``sigma_clip``: one block per (frame, bin); preprocessing (markers, mask, dark, gain, saturation) is fused
    into the gather, every clipping cycle of a bin runs inside the block (float64 sums);
 3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
-4. ``pixel_pass``: one thread per pixel, picking -> bit mask + counts, and the excess over the background;
-   ``peak_pass``: tiles of 32 x 16 with a halo, the peak tests -> bit mask + counts;
+4. ``pixel_pass``: one thread per pixel, picking -> bit mask + counts (``grow_picks`` adds the neighbours of
+   spot pixels with ``cutoff_spot``), and the excess over the background with its peak mark;
+   ``peak_pass``: tiles of 32 x 16 with a halo, zinger flags and the peak tests -> bit mask + counts;
 5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peak_index`` compact the results and
    ``measure_peaks`` (one thread per peak) measures the peaks;
 6. device -> host copies of the sums, backgrounds and frame pointers into pinned memory.
@@ -61,7 +62,7 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int) -> dict:
     names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}>",
              "pixel": f"pixel_pass<{ctype}>", "peak": f"peak_pass<{half}>", "picks": f"emit_picks<{ctype}>",
              "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
-             "tables": "background_tables", "offsets": "frame_offsets"}
+             "tables": "background_tables", "offsets": "frame_offsets", "grow": "grow_picks"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
                                                         f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
                                                         f"-DTILE_H={TILE_H}", f"-DPIX_BLOCK={PIX_BLOCK}"),
@@ -103,7 +104,7 @@ class _Static:
         self.dark = _device_f32(corrections.dark)
         self.dvar = _device_f32(corrections.dark_variance)
         self.gmap = _device_f32(gain_map)
-        self.dspacing = _device_f32(d_spacing)
+        self.dspacing = None if d_spacing is None else cp.asarray(np.asarray(d_spacing, np.float64).ravel())
         self.scalar_gain = 1.0 if gain_map is not None else float(gain)
 
         indptr = np.asarray(binning.indptr, np.int64)
@@ -137,10 +138,15 @@ class _Static:
             peak_pos = (r - radial[0]) / step_peaks if step_peaks > 0 else np.zeros_like(r)
             pick_pos = (r - radial[0]) * (1.0 / step_pick)
             self.fpos_peak = cp.asarray(np.where((r >= lo) & (r <= hi), peak_pos, np.nan))
-            self.fpos_pick = cp.asarray(np.where((r >= lo) & (r < hi), pick_pos, np.nan))
+            pick_range = (r >= lo) & (r < hi)
+            self.fpos_pick = cp.asarray(np.where(pick_range, pick_pos, np.nan))
         self.radial = cp.asarray(radial)
         self.shape = (ny, nx)
         self.nwords = (nx + 31) // 32
+        # bit mask (ny, nwords) of the pixels inside the picking range (the neighbours that cutoff_spot may add)
+        padded = np.zeros((ny, self.nwords * 32), bool)
+        padded[:, :nx] = pick_range.reshape(ny, nx)
+        self.range_words = cp.asarray(np.packbits(padded, axis=1, bitorder="little").view("<u4").astype(np.uint32))
 
     def par(self, dtype: np.dtype, corrections: Corrections) -> cp.ndarray:
         """The float64 scalar parameters of kernels.PAR_* for frames of ``dtype``."""
@@ -180,8 +186,9 @@ class _Slot:
             self.sums = cp.empty((kernels.NSUMS, nframes, nbins))
             self.prof = cp.empty((3, nframes, nbins))
             self.filled = cp.empty((2, nframes, nbins), np.float32)
-            self.words = cp.zeros((2, nwords), np.uint32)
-            self.excess = cp.empty((2, nframes * ny * nx), np.float32)  # v and var of the pixel pass
+            self.words = cp.zeros((3, nwords), np.uint32)  # picked pixels, peaks, spot pixels (cutoff_spot)
+            self.excess = cp.empty(nframes * ny * nx, np.float32)  # v of the pixel pass
+            self.marks = cp.empty(nframes * ny * nx, np.uint8)  # its peak marks (kernels MARK_*)
             self.counts = cp.zeros((2, nwords), np.int32)
             self.scan = cp.zeros((2, nwords), np.int64)
             self.fptr = cp.zeros((2, nframes + 1), np.int64)
@@ -283,20 +290,26 @@ class _Slot:
         fns["tables"]((n,), (256,), (self.sums, np.int32(n), np.int32(nbins), np.int32(e._spread_row), s.radial,
                                      self.prof, self.filled))
         self._mark("tables")
-        pk = e.peak_params
+        pk, pp = e.peak_params, e.pick_params
+        grow = self.sparse and pp.cutoff_spot > 0
         fns["pixel"]((n * ny * ((nx + PIX_BLOCK - 1) // PIX_BLOCK),), (PIX_BLOCK,),
                      (d_frames, np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm,
                       s.fpos_peak, s.fpos_pick, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof,
-                      self.filled, np.int32(nbins), np.float64(e.pick_params.noise),
-                      np.float64(e.pick_params.cutoff_pick), np.float64(pk.noise), np.int32(self.sparse),
-                      np.int32(self.peaks), self.words[0], self.counts[0], self.excess[0], self.excess[1]))
+                      self.filled, np.int32(nbins), np.float64(pp.noise), np.float64(pp.cutoff_pick),
+                      np.float64(pp.cutoff_spot), np.float64(pk.noise), np.float64(pk.cutoff_peak),
+                      np.int32(self.sparse), np.int32(self.peaks), self.words[0], self.words[2] if grow else _NULL,
+                      self.counts[0], self.excess, self.marks))
+        if grow:
+            fns["grow"](((nwords + EMIT_BLOCK - 1) // EMIT_BLOCK,), (EMIT_BLOCK,),
+                        (np.int64(nwords), np.int32(ny), np.int32(s.nwords), self.words[2], s.range_words,
+                         self.words[0], self.counts[0]))
         self._mark("pixels")
         if self.peaks:
             fns["peak"]((n * s.nwords * ((ny + TILE_H - 1) // TILE_H),), (32 * TILE_H,),
-                        (np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.excess[0], self.excess[1],
-                         np.float64(pk.noise), np.float64(pk.cutoff_peak), np.float64(pk.spread_snr),
-                         np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"), self.words[1],
-                         self.counts[1]))
+                        (np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.excess, self.marks,
+                         s.norm, s.fpos_peak, self.prof, self.filled, np.int32(nbins), np.float64(pk.noise),
+                         np.float64(pk.cutoff_peak), np.float64(pk.spread_snr), np.float64(pk.min_spread),
+                         np.int32(pk.near_mask == "reject"), self.words[1], self.counts[1]))
         self._mark("peaks")
         for k, wanted in enumerate((self.sparse, self.peaks)):
             if wanted:
@@ -331,8 +344,8 @@ class _Slot:
                            (d_frames, self.fptr[1, n:], np.int32(n), np.int32(ny), np.int32(nx), self.peak_at,
                             s.mask, s.norm, s.fpos_peak, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
                             _ptr(s.dspacing), par, self.prof, self.filled, np.int32(e.binning.nbins),
-                            self.excess[0], self.excess[1], np.float64(pk.noise), np.float64(pk.cutoff_peak),
-                            np.float64(pk.min_spread), np.int64(self.peak_cap), self.peak_f, self.peak_npix))
+                            self.excess, self.marks, np.float64(pk.min_spread), np.int64(self.peak_cap),
+                            self.peak_f, self.peak_npix))
 
     def collect(self) -> FrameResults:
         """Wait for this slot's batch and return its results (host arrays owned by the caller)."""

@@ -4,10 +4,10 @@ Every kernel mirrors, operation for operation, the numba code of the CPU engine,
 numbers: ``preprocess_value`` is engine/corrections.py's ``_preprocess_kernel``; ``sigma_clip`` is
 engine/integrate.py's ``_sigma_clip_kernel`` (float64 sums; only the order of the additions differs, being a
 tree over the block); ``background_tables`` is integrate.py's ``profile_from_sums`` and pick.py's
-``filled_background`` (numpy.interp); ``pixel_pass``/``emit_picks`` are pick.py's ``_is_kept``/``_fill_rows``;
-``pixel_pass``/``peak_pass``/``emit_peaks`` are peaks.py's ``_excess``/``_flag_zingers``/``_is_peak``/
-``_measure_peaks``/``_centroid``.  The module is compiled with ``--fmad=false``
-so that ``a * b + c`` is rounded twice, as on the CPU.
+``filled_background`` (numpy.interp); ``pixel_pass``/``grow_picks``/``emit_picks`` are pick.py's
+``_classify``/``_is_kept``/``_fill_rows``; ``pixel_pass``/``peak_pass``/``emit_peak_index``/``measure_peaks``
+are peaks.py's ``_excess``/``_flag_zingers``/``_mark_peaks``/``_measure_peaks``/``_centroid``.  The module is
+compiled with ``--fmad=false`` so that ``a * b + c`` is rounded twice, as on the CPU.
 
 Layouts: frames ``(nframes, ny, nx)`` in the raw dtype; per-pixel static arrays flat ``(ny * nx,)``; CSR
 static arrays in CSR order (statically masked entries and zero coefficients removed beforehand); per-bin
@@ -304,6 +304,7 @@ __device__ __forceinline__ Bg load_bg(const double* prof, const float* filled, i
     return B;
 }
 
+// peaks.py _interp
 __device__ __forceinline__ double interp_peak(const double* table, double fpos, int nbins) {
     if (fpos <= 0.0) return table[0];
     if (fpos >= nbins - 1) return table[nbins - 1];
@@ -312,53 +313,74 @@ __device__ __forceinline__ double interp_peak(const double* table, double fpos, 
     return table[i0] * (1.0 - w) + table[i0 + 1] * w;
 }
 
-// peaks.py _excess: v = q - bg(r) with q = s / norm (float32) and var = std(r)^2 + noise^2, both float32,
-// NaN when missing.  fpos = (r - r0) / step, precomputed per pixel, NaN outside the radial range or masked.
-__device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float q, double fpos, double noise,
-                                             float& var) {
-    var = NAN_F;
-    if (isnan(fpos) || !isfinite(s) || !(nrm > 0.0f)) return NAN_F;
-    const double b = interp_peak(B.mean, fpos, B.nbins);
+// peaks.py _pixel_var: sigma_p^2 = std(r)^2 + noise^2 (float64) at fractional bin position fpos.
+__device__ __forceinline__ double pixel_var(const Bg& B, double fpos, double noise) {
     const double sd = interp_peak(B.std, fpos, B.nbins);
-    if (!(isfinite(b) && isfinite(sd))) return NAN_F;
-    var = (float)(sd * sd + noise * noise);
-    return (float)((double)q - b);
+    return sd * sd + noise * noise;
 }
 
-// pick: q - bg > max(noise, cutoff sqrt(std^2 + noise^2)) with bg, std the gap-filled tables; fpos =
-// (r - r0) * inv_step, NaN outside [r_lo, r_hi) or masked; invalid pixels are kept when they are overloads.
+// Values of the per-pixel mark of the peak finder, as peaks.py (_PEAK is the peak bit mask here).
+#define MARK_NONE 0
+#define MARK_ZINGER 1
+#define MARK_MAYBE 3
+#define MARK_STRONG 4
+
+// peaks.py _excess: v = q - bg(r) in float64 with q = s / norm (float32), bg NaN in the bins whose std is not
+// finite (find_peaks), returned as float32 (NaN when missing); mark = MARK_STRONG where v > 0 and
+// v^2 >= cutoff^2 sigma_p^2 (zinger candidates), MARK_MAYBE where 16 v^2 >= cutoff^2 sigma_p^2 (rule 2e),
+// both tested on the float64 v.  fpos = (r - r0) / step, precomputed per pixel, NaN outside the radial range
+// or masked.
+__device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float q, double fpos, double noise,
+                                             double cutoff, unsigned char& mark) {
+    mark = MARK_NONE;
+    if (isnan(fpos) || !isfinite(s) || !(nrm > 0.0f)) return NAN_F;
+    int i0, i1;
+    double w;
+    if (fpos <= 0.0) { i0 = 0; i1 = 0; w = 0.0; }
+    else if (fpos >= B.nbins - 1) { i0 = B.nbins - 1; i1 = B.nbins - 1; w = 0.0; }
+    else { i0 = (int)fpos; i1 = i0 + 1; w = fpos - i0; }
+    const double b0 = isfinite(B.std[i0]) ? B.mean[i0] : NAN_D;
+    const double b1 = isfinite(B.std[i1]) ? B.mean[i1] : NAN_D;
+    const double b = b0 * (1.0 - w) + b1 * w;
+    if (!isfinite(b)) return NAN_F;
+    const double v = (double)q - b;
+    if (v > 0.0) {
+        const double sd = B.std[i0] * (1.0 - w) + B.std[i1] * w;
+        const double v2 = v * v;
+        const double t2 = cutoff * cutoff * (sd * sd + noise * noise);
+        if (v2 >= t2) mark = MARK_STRONG;
+        else if (v2 * 16.0 >= t2) mark = MARK_MAYBE;
+    }
+    return (float)v;
+}
+
+// pick.py _classify: 0 = not picked, 1 = picked, 2 = picked and above the spot threshold (its 8 neighbours are
+// kept too).  bg, std: the gap-filled tables; fpos = (r - r0) * inv_step, NaN outside [r_lo, r_hi) or masked;
+// invalid pixels are picked when they are overloads.
 template <typename T>
-__device__ __forceinline__ bool picked(const Bg& B, const Par& P, T raw, float s, float q, double fpos,
-                                       double noise, double cutoff) {
-    if (isnan(fpos)) return false;
-    if (!isfinite(s)) return (double)raw >= P.saturation;
-    int pos; double frac;
-    if (fpos <= 0.0) { pos = 0; frac = 0.0; }
-    else if (fpos >= B.nbins - 1) { pos = B.nbins - 1; frac = 0.0; }
-    else { pos = (int)fpos; frac = fpos - pos; }
-    const int nxt = pos + 1 < B.nbins - 1 ? pos + 1 : B.nbins - 1;
-    const double mean = (1.0 - frac) * (double)B.fmean[pos] + frac * (double)B.fmean[nxt];
-    const double excess = (double)q - mean;
-    if (!(excess > noise)) return false;  // the margin is at least noise
-    const double std = (1.0 - frac) * (double)B.fstd[pos] + frac * (double)B.fstd[nxt];
-    const double m0 = cutoff * sqrt(std * std + noise * noise);
-    return excess > (noise > m0 ? noise : m0);
+__device__ __forceinline__ int pick_state(const Bg& B, const Par& P, T raw, float s, float q, double fpos,
+                                          double noise, double cutoff, double spot) {
+    if (isnan(fpos)) return 0;
+    if (!isfinite(s)) return (double)raw >= P.saturation ? (spot > 0.0 ? 2 : 1) : 0;
+    const int last = B.nbins - 1;
+    const double x = fmin(fmax(fpos, 0.0), (double)last);
+    const int pos = min((int)x, max(last - 1, 0));
+    const double frac = x - pos;
+    const int nxt = min(pos + 1, last);
+    const double excess = (double)q - ((1.0 - frac) * (double)B.fmean[pos] + frac * (double)B.fmean[nxt]);
+    if (excess <= noise) return 0;
+    const double sd = (1.0 - frac) * (double)B.fstd[pos] + frac * (double)B.fstd[nxt];
+    const double sigma2 = sd * sd + noise * noise;
+    if (!(excess * excess > cutoff * cutoff * sigma2)) return 0;  // excess > cutoff * sigma, both positive
+    return (spot > 0.0 && excess * excess > spot * spot * sigma2) ? 2 : 1;
 }
 
-// peaks.py _flag_zingers on a window of v / var (row width W) at (a, b), image position (row, col): v0 >=
-// cutoff * sqrt(var0) (float32 root) and the 8 valid neighbours hold less than min_spread * v0.
-// The windows below hold NaN at positions outside the image, which every rule treats like missing pixels
-// (as the CPU code treats both), so the loops need no bounds checks.
+// The windows below (row width W) hold NaN at positions outside the image, which every rule treats like
+// missing pixels (as the CPU code treats both), so the loops need no bounds checks.
 //
-// peaks.py _flag_zingers on a window of v / var (row width W) at (a, b): v0 >= cutoff * sqrt(var0) (float32
-// root) and the 8 valid neighbours hold less than min_spread * v0.  floor = cutoff * sqrtf((float)(noise^2))
-// bounds the threshold from below (var >= noise^2; rounding and sqrtf are monotonic), so most pixels are
-// decided without a square root.
-__device__ __forceinline__ bool is_zinger(const float* sv, const float* svar, int W, int a, int b, double cutoff,
-                                          double floor, double min_spread) {
-    const float v0 = sv[a * W + b];
-    if (!((double)v0 >= floor)) return false;  // also false for NaN
-    if (!((double)v0 >= cutoff * (double)sqrtf(svar[a * W + b]))) return false;
+// peaks.py _flag_zingers for a MARK_STRONG pixel at (a, b): its 8 valid neighbours hold less than
+// min_spread * v0 (reads v only).
+__device__ __forceinline__ bool is_zinger(const float* sv, int W, int a, int b, double min_spread) {
     double spread = 0.0;
 #pragma unroll
     for (int di = -1; di <= 1; ++di)
@@ -367,49 +389,59 @@ __device__ __forceinline__ bool is_zinger(const float* sv, const float* svar, in
             const float vq = sv[(a + di) * W + b + dj];
             if ((di != 0 || dj != 0) && isfinite(vq)) spread += (double)vq;
         }
-    return spread < min_spread * (double)v0;
+    return spread < min_spread * (double)sv[a * W + b];
 }
 
-// peaks.py _is_peak on a window of v / var / zinger flags (row width W), centre (a, b).
-template <int H>
-__device__ __forceinline__ bool is_peak(const float* sv, const float* svar, const unsigned char* sz, int W, int a,
-                                        int b, double cutoff, double spread_snr, double min_spread, bool reject) {
+// peaks.py _is_peak on a window of v and marks (MARK_ZINGER already set), centre (a, b).  norm0: the centre
+// pixel's norm; var_at(di, dj): sigma_p^2 (float64) of the pixel at offset (di, dj), asked only for usable ones.
+template <int H, typename VarAt>
+__device__ __forceinline__ bool is_peak(const float* sv, const unsigned char* sm, int W, int a, int b,
+                                        double cutoff, double spread_snr, double min_spread, bool reject,
+                                        float norm0, VarAt var_at) {
     const int c = a * W + b;
     const float v0 = sv[c];
-    if (!(v0 > 0.0f) || sz[c]) return false;
-    // The rules are all required and free of side effects, so the cheapest goes first: no larger usable
-    // neighbour in the 3 x 3 box (a subset of the patch test below), which most pixels fail at once.
+    if (sm[c] < MARK_MAYBE) return false;  // rule 2e (or a zinger)
+    // a, 3 x 3 part (a subset of the patch test below): the cheapest rejection first
 #pragma unroll
     for (int di = -1; di <= 1; ++di)
 #pragma unroll
         for (int dj = -1; dj <= 1; ++dj) {
-            const float vq = sv[c + di * W + dj];
-            if (isfinite(vq) && !sz[c + di * W + dj] && (vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))))
-                return false;
-        }
-    double box = 0.0, box_var = 0.0, nb_var = 0.0;
-#pragma unroll
-    for (int di = -1; di <= 1; ++di)
-#pragma unroll
-        for (int dj = -1; dj <= 1; ++dj) {
-            const int k = c + di * W + dj;
-            if (isfinite(sv[k]) && !sz[k]) {
-                box += (double)sv[k];
-                box_var += (double)svar[k];
-                if (di != 0 || dj != 0) nb_var += (double)svar[k];
-            }
-        }
-    if (box < 0.0 || box < cutoff * sqrt(box_var)) return false;  // the threshold is >= 0
-    const double guard = spread_snr * sqrt(nb_var);
-    const double least = min_spread * (double)v0;
-    if (box - (double)v0 < (least > guard ? least : guard)) return false;
-#pragma unroll
-    for (int di = -H; di <= H; ++di)
-#pragma unroll
-        for (int dj = -H; dj <= H; ++dj) {
             const int k = c + di * W + dj;
             const float vq = sv[k];
-            if (!isfinite(vq) || sz[k]) {
+            if ((vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))) && sm[k] != MARK_ZINGER) return false;
+        }
+    double box = 0.0, box_var = 0.0, nb_var = 0.0;  // b: the 3 x 3 detection
+#pragma unroll
+    for (int di = -1; di <= 1; ++di)
+#pragma unroll
+        for (int dj = -1; dj <= 1; ++dj) {
+            const int k = c + di * W + dj;
+            if (isfinite(sv[k]) && sm[k] != MARK_ZINGER) {
+                box += (double)sv[k];
+                const double q_var = var_at(di, dj);
+                box_var += q_var;
+                if (di != 0 || dj != 0) nb_var += q_var;
+            }
+        }
+    if (box < cutoff * sqrt(box_var) + (cutoff * cutoff - 1.0) / (6.0 * (double)norm0)) return false;
+    const double guard = spread_snr * sqrt(nb_var);  // c: spread over the neighbours
+    const double least = min_spread * (double)v0;
+    if (box - (double)v0 < (least > guard ? least : guard)) return false;
+    int h = H;
+    if (H < 2) {  // a missing pixel may hide the true maximum, or split a spot: look one pixel further
+#pragma unroll
+        for (int di = -1; di <= 1; ++di)
+#pragma unroll
+            for (int dj = -1; dj <= 1; ++dj) {
+                const int k = c + di * W + dj;
+                if (!isfinite(sv[k]) || sm[k] == MARK_ZINGER) h = 2;
+            }
+    }
+    for (int di = -h; di <= h; ++di)  // a and d: local maximum of its patch
+        for (int dj = -h; dj <= h; ++dj) {
+            const int k = c + di * W + dj;
+            const float vq = sv[k];
+            if (!isfinite(vq) || sm[k] == MARK_ZINGER) {
                 if (reject) return false;
                 continue;
             }
@@ -420,8 +452,9 @@ __device__ __forceinline__ bool is_peak(const float* sv, const float* svar, cons
 
 // Pixel pass, one thread per pixel: blocks of PIX_BLOCK pixels of one row, frames fastest (blocks of the same
 // pixels share the static arrays in L2).  Each warp is one 32-pixel word of the bit masks: picking (pick.py)
-// gives the word by __ballot_sync and its count by __popc; for peaks it writes the excess v and its noise var
-// (float32, NaN = missing, peaks.py _excess) of every pixel for the peak pass.
+// gives the word by __ballot_sync and its count by __popc (spot_words, when not NULL, gets the pixels of
+// state 2 for grow_picks); for peaks it writes the excess v (float32, NaN = missing) and the mark of every
+// pixel (peaks.py _excess) for the peak pass.
 template <typename T>
 __global__ void __launch_bounds__(PIX_BLOCK)
 pixel_pass(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
@@ -429,9 +462,10 @@ pixel_pass(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords
            const double* __restrict__ fpos_peak, const double* __restrict__ fpos_pick,
            const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
            const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
-           int nbins, double pick_noise, double pick_cutoff, double peak_noise, int do_pick, int do_peaks,
-           unsigned int* __restrict__ pick_words, int* __restrict__ pick_counts, float* __restrict__ out_v,
-           float* __restrict__ out_var) {
+           int nbins, double pick_noise, double pick_cutoff, double pick_spot, double peak_noise,
+           double peak_cutoff, int do_pick, int do_peaks, unsigned int* __restrict__ pick_words,
+           unsigned int* __restrict__ spot_words, int* __restrict__ pick_counts, float* __restrict__ out_v,
+           unsigned char* __restrict__ out_mark) {
     const int chunks = (nx + PIX_BLOCK - 1) / PIX_BLOCK;
     const int f = blockIdx.x % nframes;
     const int rest = blockIdx.x / nframes;
@@ -441,7 +475,7 @@ pixel_pass(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords
     const T* frame = frames + (long long)f * npix;
     const Par P = load_par(par);
     const Bg B = load_bg(prof, filled, nframes, nbins, f);
-    bool pick = false;
+    int state = 0;
     if (col < nx) {
         const long long p = (long long)row * nx + col;
         float s, pvar;
@@ -449,35 +483,63 @@ pixel_pass(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords
         const float nrm = norm[p];
         const float q = s / nrm;
         if (do_peaks) {
-            float var;
-            const float v = excess_peak(B, s, nrm, q, fpos_peak[p], peak_noise, var);
-            out_v[(long long)f * npix + p] = v;
-            out_var[(long long)f * npix + p] = var;
+            unsigned char mark;
+            out_v[(long long)f * npix + p] = excess_peak(B, s, nrm, q, fpos_peak[p], peak_noise, peak_cutoff, mark);
+            out_mark[(long long)f * npix + p] = mark;
         }
-        if (do_pick) pick = picked<T>(B, P, frame[p], s, q, fpos_pick[p], pick_noise, pick_cutoff);
+        if (do_pick) state = pick_state<T>(B, P, frame[p], s, q, fpos_pick[p], pick_noise, pick_cutoff, pick_spot);
     }
-    const unsigned int pw = __ballot_sync(0xffffffffu, pick);
+    const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
+    const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
     const int word = col >> 5;
     if (do_pick && (threadIdx.x & 31) == 0 && word < nwords) {
         const long long w = ((long long)f * ny + row) * nwords + word;
         pick_words[w] = pw;
         pick_counts[w] = __popc(pw);
+        if (spot_words) spot_words[w] = sw;
     }
 }
 
-// Peak pass: one block of TILE_W x TILE_H threads per (frame, tile), frames fastest; v and var of the tile and
-// a halo of H + 1 (zinger test of the patch pixels) come from the pixel pass.  Each warp is one word of the
-// peak bit mask.
+// pick.py _is_kept with cutoff_spot > 0, one thread per word: adds to the picked pixels the pixels inside the
+// radial range (range_words, (ny, nwords), bits of r_lo <= r < r_hi) next to (8-neighbourhood) a pixel of
+// state 2, and recounts the word.
+__global__ void grow_picks(long long nwords_total, int ny, int nwords, const unsigned int* __restrict__ spot_words,
+                           const unsigned int* __restrict__ range_words, unsigned int* __restrict__ pick_words,
+                           int* __restrict__ pick_counts) {
+    const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (w >= nwords_total) return;
+    const long long per_frame = (long long)ny * nwords;
+    const long long f = w / per_frame;
+    const long long rem = w - f * per_frame;
+    const int row = (int)(rem / nwords), wx = (int)(rem % nwords);
+    unsigned int near = 0;  // bit j: a state-2 pixel among columns 32 wx + j - 1 .. + 1 of rows row - 1 .. + 1
+    for (int r = row - 1; r <= row + 1; ++r) {
+        if (r < 0 || r >= ny) continue;
+        const unsigned int* line = spot_words + f * per_frame + (long long)r * nwords;
+        const unsigned int s = line[wx];
+        const unsigned int left = wx > 0 ? line[wx - 1] : 0u;
+        const unsigned int right = wx + 1 < nwords ? line[wx + 1] : 0u;
+        near |= s | (s << 1) | (s >> 1) | (left >> 31) | (right << 31);
+    }
+    const unsigned int word = pick_words[w] | (near & range_words[(long long)row * nwords + wx]);
+    pick_words[w] = word;
+    pick_counts[w] = __popc(word);
+}
+
+// Peak pass: one block of TILE_W x TILE_H threads per (frame, tile), frames fastest; v and marks of the tile
+// and a halo of 3 (a patch of up to 5 x 5 -- patch_size 5, or 3 next to a missing pixel -- and the ring that
+// its pixels' zinger tests read) come from the pixel pass.  Each warp is one word of the peak bit mask.
 template <int H>
 __global__ void __launch_bounds__(TILE_W * TILE_H)
-peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v, const float* __restrict__ in_var,
-          double peak_noise, double peak_cutoff, double spread_snr, double min_spread, int reject,
+peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v,
+          const unsigned char* __restrict__ in_mark, const float* __restrict__ norm,
+          const double* __restrict__ fpos_peak, const double* __restrict__ prof, const float* __restrict__ filled,
+          int nbins, double peak_noise, double peak_cutoff, double spread_snr, double min_spread, int reject,
           unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
-    const int G = H + 1;
+    const int G = 3;
     const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
     __shared__ float sv[HH * W];
-    __shared__ float svar[HH * W];
-    __shared__ unsigned char sz[HH * W];
+    __shared__ unsigned char sm[HH * W];
     const int f = blockIdx.x % nframes;
     const int tile = blockIdx.x / nframes;
     const int tx = tile % nwords, ty = tile / nwords;
@@ -487,20 +549,26 @@ peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_
         const int r = row0 - G + e / W, c = col0 - G + e % W;
         const bool in = r >= 0 && r < ny && c >= 0 && c < nx;
         sv[e] = in ? in_v[base + (long long)r * nx + c] : NAN_F;
-        svar[e] = in ? in_var[base + (long long)r * nx + c] : NAN_F;
+        sm[e] = in ? in_mark[base + (long long)r * nx + c] : (unsigned char)MARK_NONE;
     }
     __syncthreads();
-    const double floor = peak_cutoff * (double)sqrtf((float)(peak_noise * peak_noise));
-    for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // zinger flags (they read v and var only)
+    for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // zinger flags: each reads v and its own mark
         const int lr = e / W, lc = e % W;
-        sz[e] = lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 &&
-                is_zinger(sv, svar, W, lr, lc, peak_cutoff, floor, min_spread);
+        if (lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && sm[e] == MARK_STRONG && is_zinger(sv, W, lr, lc, min_spread))
+            sm[e] = MARK_ZINGER;
     }
     __syncthreads();
     const int lr = threadIdx.x / TILE_W, lc = threadIdx.x % TILE_W;
     const int row = row0 + lr, col = col0 + lc;
-    const bool peak = row < ny && col < nx &&
-                      is_peak<H>(sv, svar, sz, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0);
+    bool peak = false;
+    if (row < ny && col < nx) {
+        const long long p = (long long)row * nx + col;
+        const Bg B = load_bg(prof, filled, nframes, nbins, f);
+        const double* fp = fpos_peak + p;
+        auto var_at = [&](int di, int dj) { return pixel_var(B, fp[(long long)di * nx + dj], peak_noise); };
+        peak = is_peak<H>(sv, sm, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p],
+                          var_at);
+    }
     const unsigned int kw = __ballot_sync(0xffffffffu, peak);
     if (lc == 0 && row < ny) {
         const long long w = ((long long)f * ny + row) * nwords + tx;
@@ -578,18 +646,18 @@ __global__ void emit_peak_index(long long nwords_total, int ny, int nx, int nwor
     }
 }
 
-// One thread per peak: measures it (peaks.py _measure_peaks and _centroid) over a 7 x 7 window of the pixel
-// pass's v / var, so that the zinger flags of the 5 x 5 box around the peak are known.  *total is the number
-// of peaks of the batch (device memory: no host round trip).
+// One thread per peak: measures it (peaks.py _measure_peaks and _centroid) over an 11 x 11 window of the pixel
+// pass's v / marks, so that the zinger flags of the 5 x 5 box around the centroid's pixel are known.  *total
+// is the number of peaks of the batch (device memory: no host round trip).
 template <typename T, int H>
 __global__ void measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int nframes,
                               int ny, int nx, const long long* __restrict__ at, const unsigned char* __restrict__ mask,
                               const float* __restrict__ norm, const double* __restrict__ fpos_peak,
                               const float* __restrict__ dark, const float* __restrict__ dvar,
-                              const float* __restrict__ gmap, const float* __restrict__ dspacing,
+                              const float* __restrict__ gmap, const double* __restrict__ dspacing,
                               const double* __restrict__ par, const double* __restrict__ prof,
                               const float* __restrict__ filled, int nbins, const float* __restrict__ in_v,
-                              const float* __restrict__ in_var, double noise, double cutoff, double min_spread,
+                              const unsigned char* __restrict__ in_mark, double min_spread,
                               long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix) {
     // the 5 x 5 integration box is centred on the pixel nearest the centroid (up to 2 px from the peak), plus
     // the ring that the zinger test of its pixels reads
@@ -603,8 +671,8 @@ __global__ void measure_peaks(const T* __restrict__ frames, const long long* __r
     const T* frame = frames + (long long)f * npix;
     const Par P = load_par(par);
     const Bg B = load_bg(prof, filled, nframes, nbins, f);
-    float sv[S * S], svar[S * S];
-    unsigned char sz[S * S];
+    float sv[S * S];
+    unsigned char sm[S * S];  // marks, MARK_ZINGER once flagged
     {
         for (int a = 0; a < S; ++a)
             for (int b = 0; b < S; ++b) {
@@ -612,14 +680,15 @@ __global__ void measure_peaks(const T* __restrict__ frames, const long long* __r
                 const bool in = ii >= 0 && ii < ny && jj >= 0 && jj < nx;
                 const long long q = (long long)f * ny * nx + (long long)ii * nx + jj;
                 sv[a * S + b] = in ? in_v[q] : NAN_F;
-                svar[a * S + b] = in ? in_var[q] : NAN_F;
+                sm[a * S + b] = in ? in_mark[q] : (unsigned char)MARK_NONE;
             }
-        for (int a = 0; a < S; ++a)
-            for (int b = 0; b < S; ++b)
-                sz[a * S + b] = (a > 0 && a < S - 1 && b > 0 && b < S - 1) &&
-                                is_zinger(sv, svar, S, a, b, cutoff, cutoff * (double)sqrtf((float)(noise * noise)),
-                                          min_spread);
-        auto usable = [&](int ii, int jj) { const int k = (ii - i + G) * S + (jj - j + G); return isfinite(sv[k]) && !sz[k]; };
+        for (int a = 1; a < S - 1; ++a)
+            for (int b = 1; b < S - 1; ++b)
+                if (sm[a * S + b] == MARK_STRONG && is_zinger(sv, S, a, b, min_spread)) sm[a * S + b] = MARK_ZINGER;
+        auto usable = [&](int ii, int jj) {
+            const int k = (ii - i + G) * S + (jj - j + G);
+            return isfinite(sv[k]) && sm[k] != MARK_ZINGER;
+        };
         auto value = [&](int ii, int jj) { return sv[(ii - i + G) * S + (jj - j + G)]; };
         // Gaussian-windowed centroid over the 5 x 5 box, iterated to its fixed point (peaks.py _centroid)
         const int i0 = i - 2 > 0 ? i - 2 : 0, i1 = i + 3 < ny ? i + 3 : ny;
@@ -683,7 +752,7 @@ __global__ void measure_peaks(const T* __restrict__ frames, const long long* __r
         o[4] = (double)(sv[G * S + G] * norm[p]) * g0;
         o[5] = interp_peak(B.mean, fpos, nbins) * (double)norm[p] * g0;
         if (dspacing) {
-            o[6] = (double)dspacing[(long long)ci * nx + cj];
+            o[6] = dspacing[(long long)ci * nx + cj];
         } else {
             o[6] = NAN_D;
         }
