@@ -25,71 +25,10 @@ import numba
 import numpy as np
 
 from ..errors import ParameterError
+from .rng import STREAM_DENSIFY, next_poisson, next_uniform, pixel_state, stream_key
 
 NOISE_MODELS = ("none", "gaussian", "poisson")
 _MODEL_CODE = {name: code for code, name in enumerate(NOISE_MODELS)}
-
-
-@numba.njit(cache=True, inline="always")
-def _splitmix(state):
-    """One step of SplitMix64: returns (new state, 64 random bits)."""
-    state = state + np.uint64(0x9E3779B97F4A7C15)
-    z = state
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return state, z ^ (z >> np.uint64(31))
-
-
-@numba.njit(cache=True, inline="always")
-def _uniform(state):
-    """(new state, uniform double in (0, 1))."""
-    state, bits = _splitmix(state)
-    return state, ((bits >> np.uint64(11)) + np.uint64(1)) * (1.0 / 9007199254740994.0)
-
-
-@numba.njit(cache=True)
-def _log_factorial(k):
-    if k < 10.0:
-        out = 0.0
-        for i in range(2, int(k) + 1):
-            out += np.log(i)
-        return out
-    # Stirling series, accurate to 1e-10 for k >= 10
-    return (k + 0.5) * np.log(k) - k + 0.9189385332046728 + 1.0 / (12.0 * k) - 1.0 / (360.0 * k * k * k)
-
-
-@numba.njit(cache=True)
-def _poisson(state, lam):
-    """(new state, Poisson(lam) deviate): inversion below lam = 10, Hoermann's PTRS rejection above."""
-    if lam <= 0.0:
-        return state, 0.0
-    if lam < 10.0:
-        state, u = _uniform(state)
-        k, p = 0.0, np.exp(-lam)
-        cdf = p
-        while u > cdf and k < 1000.0:
-            k += 1.0
-            p *= lam / k
-            cdf += p
-        return state, k
-    slam = np.sqrt(lam)
-    loglam = np.log(lam)
-    b = 0.931 + 2.53 * slam
-    a = -0.059 + 0.02483 * b
-    inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
-    v_r = 0.9277 - 3.6224 / (b - 2.0)
-    while True:
-        state, u = _uniform(state)
-        u -= 0.5
-        state, v = _uniform(state)
-        us = 0.5 - abs(u)
-        k = np.floor((2.0 * a / us + b) * u + lam + 0.43)
-        if us >= 0.07 and v <= v_r:
-            return state, k
-        if k < 0.0 or (us < 0.013 and v > us):
-            continue
-        if (np.log(v) + np.log(inv_alpha) - np.log(a / (us * us) + b)) <= (-lam + k * loglam - _log_factorial(k)):
-            return state, k
 
 
 @numba.njit(cache=True, parallel=True)
@@ -121,28 +60,27 @@ def _draw(state, spare, has_spare, model, mean, std, norm, factor):
             return state, 0.0, False, max(0.0, mean + factor * std * spare)
         s, u1, u2 = 2.0, 0.0, 0.0
         while s >= 1.0 or s == 0.0:
-            state, u1 = _uniform(state)
-            state, u2 = _uniform(state)
+            u1, state = next_uniform(state)
+            u2, state = next_uniform(state)
             u1 = 2.0 * u1 - 1.0
             u2 = 2.0 * u2 - 1.0
             s = u1 * u1 + u2 * u2
         s = np.sqrt(-2.0 * np.log(s) / s)
         return state, u2 * s, True, max(0.0, mean + factor * std * u1 * s)
-    state, counts = _poisson(state, max(mean * norm, 0.0))
+    counts, state = next_poisson(max(mean * norm, 0.0), state)
     return state, spare, has_spare, counts / norm
 
 
 @numba.njit(cache=True, parallel=True)
 def _densify_kernel(pos, frac, bg, bg_std, normalization, has_norm, frame_ptr, index, intensity, dummy, model,
-                    factor, seed, first_frame, truncate, cutoff, noise_floor, is_integer, lo, hi, out):
+                    factor, keys, truncate, cutoff, noise_floor, is_integer, lo, hi, out):
+    """``keys`` (nframes,) uint64: the random stream of each frame (engine.rng.stream_key)."""
     nframes, ny, nx = out.shape
     nbins = bg.shape[1]
-    key = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
     for row in numba.prange(nframes * ny):
         f, i = row // ny, row % ny
         # one random stream per (seed, frame of the file, row): reproducible whatever the threads or batches
-        state = key ^ (np.uint64(first_frame + f) << np.uint64(32)) ^ np.uint64(i)
-        state, _ = _splitmix(state)
+        state = pixel_state(keys[f], i)
         spare, has_spare = 0.0, False
         for j in range(nx):
             p = pos[i, j]
@@ -247,9 +185,10 @@ class Densifier:
         ptr = np.asarray(frame_ptr, dtype=np.int64)
         ptr = ptr - ptr[0]
         out = np.empty((nframes,) + self.shape, self.dtype)
+        keys = np.array([stream_key(int(seed), STREAM_DENSIFY, int(first_frame) + f) for f in range(nframes)],
+                        dtype=np.uint64)
         _densify_kernel(self.pos, self.frac, bg, std, self.normalization, self.has_norm, ptr,
                         np.ascontiguousarray(index, dtype=np.uint32), np.ascontiguousarray(intensity),
-                        self.dummy, _MODEL_CODE[noise], float(factor), int(seed) & 0xFFFFFFFFFFFFFFFF,
-                        int(first_frame), truncate is not None and noise != "none",
+                        self.dummy, _MODEL_CODE[noise], float(factor), keys, truncate is not None and noise != "none",
                         *(truncate if truncate is not None else (0.0, 0.0)), self.is_integer, *self.limits, out)
         return out

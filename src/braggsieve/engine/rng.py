@@ -1,4 +1,5 @@
-"""Counter-based random numbers for numba kernels: reproducible whatever the thread count.
+"""Counter-based random numbers for numba kernels (simulation noise, densification noise): reproducible
+whatever the thread count.
 
 A stream is keyed by ``(seed, purpose, frame)``; inside a kernel, pixel ``p`` of that stream starts from
 ``pixel_state(key, p)`` and draws successive numbers by advancing its own 64-bit counter (SplitMix64).  The
@@ -28,6 +29,7 @@ _TWO_M53 = 1.0 / 9007199254740992.0
 STREAM_NOISE = 1
 STREAM_DEFECTS = 2
 STREAM_FRAME = 3
+STREAM_DENSIFY = 4
 
 
 @njit(cache=True)

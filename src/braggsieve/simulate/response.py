@@ -12,7 +12,7 @@ integrating detector (JUNGFRAU, AGIPD, CSPAD) records ADU: gain ADU per photon o
 with Gaussian read noise.  ``response`` is the flat-field efficiency (1 = nominal, 0 = dead); defects (hot,
 noisy, offset, bimodal, stuck pixels) are few, so their extra terms are stored sparsely.
 
-Random numbers come from :mod:`braggsieve.simulate.rng` keyed by (seed, frame, pixel): reproducible bitwise.
+Random numbers come from :mod:`braggsieve.engine.rng` keyed by (seed, frame, pixel): reproducible bitwise.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .params import NoiseParams
-from .rng import STREAM_NOISE, next_normal, next_poisson, next_uniform, pixel_state, stream_key
+from ..engine.rng import STREAM_NOISE, next_normal, next_poisson, next_uniform, pixel_state, stream_key
 
 @dataclass(frozen=True)
 class PixelResponse:

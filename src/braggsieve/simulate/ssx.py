@@ -30,7 +30,7 @@ from .crystal import (excited_reflections, random_rotation, reciprocal_basis, re
 from .projection import Projection
 from .params import BackgroundParams, BadPixelParams, NoiseParams, SetupParams, SsxParams
 from .response import nominal_response, record_frames
-from .rng import STREAM_DEFECTS, STREAM_FRAME
+from ..engine.rng import STREAM_DEFECTS, STREAM_FRAME
 from .spots import add_spots
 
 # numpy Generator streams for the run's static draws (the numba kernels use rng.stream_key).
