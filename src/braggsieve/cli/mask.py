@@ -118,14 +118,14 @@ def run(args: argparse.Namespace) -> int:
     total = sum(s.nframes for s in darks + flats)
     with tqdm(total=total, unit="frame", desc="mask", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
         result = make_mask(darks, flats, params=params, counting=counting, exclude=gaps, input_mask=given,
-                           progress=bar.update)
+                           progress=bar.update, keep_features=args.save_features)
     stage_bits = result.stage_bits
     if len(shape) == 4:  # (stages, cells, modules, rows, cols) -> modules stacked along rows
         stage_bits = stage_bits.reshape(stage_bits.shape[:2] + (-1, shape[-1]))
     bitmask = np.bitwise_or.reduce(stage_bits, axis=0)
     write_mask_file(args.output, bitmask, stage_bitmask=stage_bits, counts=result.counts,
                     outlier_frames=result.outlier_frames,
-                    features=result.features if args.save_features else (), provenance=provenance.finish())
+                    features=result.features, provenance=provenance.finish())
     for path in args.export:
         if str(path).lower().endswith(".geom"):
             export_crystfel(args.output, bitmask.ndim == 3, path)
@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     rejected = sum(int(o.reshape(o.shape[0], -1).any(axis=1).sum()) for o in result.outlier_frames)
     print(f"{args.output}: {bad} of {pixels} pixel entries bad ({100.0 * bad / pixels:.3f} %), "
           f"{'counting' if counting else 'integrating'} detector, lambda {params.lam:g}, "
-          f"{rejected} outlier frame(s) left out (F1)")
+          f"{rejected} outlier frame(s) left out (F1)"
+          + (f", {result.groups} groups of memory cells (--memory-limit)" if result.groups > 1 else ""))
     for name, count in result.counts.items():
         if count:
             print(f"  bit {int(Bit[name]):2d} {name:<17s} {count}")

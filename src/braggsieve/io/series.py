@@ -67,7 +67,9 @@ class HDF5Series:
         self.has_gain = gain_path is not None
         self._starts = np.concatenate([[0], np.cumsum(self._lengths)])
 
-    def _read(self, path: str, selection) -> tuple[np.ndarray, np.ndarray | None]:
+    def _read(self, path: str, selection, cells: slice | None) -> tuple[np.ndarray, np.ndarray | None]:
+        if cells is not None:
+            selection = (selection, cells)
         try:
             with h5py.File(path, "r") as handle:
                 frames = handle[self.h5path][selection]
@@ -76,20 +78,21 @@ class HDF5Series:
             raise InputError(f"cannot read frames ({exc}); truncated or corrupt file?", path) from None
         return frames, gain
 
-    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """(frames, gain or None) of at most ``size`` frames each, file after file."""
+    def batches(self, size: int, cells: slice | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(frames, gain or None) of at most ``size`` frames each, file after file; with ``cells``, only
+        that slice of the first axis after frames (memory cells of a 5-D series)."""
         for path, length in zip(self.paths, self._lengths):
             for start in range(0, length, size):
-                yield self._read(path, slice(start, min(start + size, length)))
+                yield self._read(path, slice(start, min(start + size, length)), cells)
 
-    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The frames (and gain) at the sorted global ``indices``."""
+    def read(self, indices: np.ndarray, cells: slice | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The frames (and gain) at the sorted global ``indices`` (and ``cells``, as in :meth:`batches`)."""
         indices = np.asarray(indices, dtype=np.int64)
         which = np.searchsorted(self._starts, indices, side="right") - 1
         frames, gains = [], []
         for k in np.unique(which):
             local = indices[which == k] - self._starts[k]
-            f, g = self._read(self.paths[k], np.sort(local).tolist())
+            f, g = self._read(self.paths[k], np.sort(local).tolist(), cells)
             frames.append(f)
             gains.append(g)
         return np.concatenate(frames), (np.concatenate(gains) if self.has_gain else None)

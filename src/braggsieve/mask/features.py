@@ -223,12 +223,23 @@ def _over(snr: np.ndarray, lam: float, no_data: np.ndarray) -> np.ndarray:
     return (snr > lam) & ~no_data
 
 
+def _median_sign(delta: np.ndarray) -> np.ndarray:
+    """+1 or -1 per unit: the sign of the median of the finite ``delta`` (*units, rows, cols) of each unit
+    (+1 for a unit without any), shaped (*units, 1, 1)."""
+    flat = delta.reshape(delta.shape[:-2] + (-1,))
+    flat = np.where(np.isfinite(flat), flat, np.nan)
+    finite = np.isfinite(flat).any(axis=-1)
+    median = np.nanmedian(np.where(finite[..., None], flat, 0.0), axis=-1)
+    return np.where(median >= 0, 1.0, -1.0)[..., None, None]
+
+
 def gain_bits(stages: list[SeriesStatistics], exclude: np.ndarray, params: MaskParams) -> list[np.ndarray]:
     """F4 and F5 from the gain-indicator statistics of each stage (one dark series per stage, in order).
 
     F4 (every stage's mask): consecutive stages H, H+1 whose indicator means are not separated by more than
     lambda combined standard deviations, ``s * (mu[H+1] - mu[H]) / sqrt(sd[H]^2 + sd[H+1]^2) <= lambda``,
-    ``s`` = the sign of the median separation (so that swapped levels count as not separated).
+    ``s`` = the sign of the median separation of the pixel's unit (module and cell; so that swapped levels
+    count as not separated, and units are independent of each other).
     F5 (that stage's mask): the indicator mean against its block's robust Gaussian.
     """
     shape = stages[0].unit_shape + stages[0].pixel_shape
@@ -237,8 +248,7 @@ def gain_bits(stages: list[SeriesStatistics], exclude: np.ndarray, params: MaskP
         delta = high.mean - low.mean
         with np.errstate(invalid="ignore", divide="ignore"):
             separation = delta / np.hypot(low.std, high.std)
-        finite = np.isfinite(delta) & ~np.broadcast_to(exclude, shape)
-        sign = 1.0 if not finite.any() or np.median(delta[finite]) >= 0 else -1.0
+        sign = _median_sign(np.where(np.broadcast_to(exclude, shape), np.nan, delta))
         unseparated = ~(sign * separation > params.lam)
         unseparated &= (low.count >= params.min_frames) & (high.count >= params.min_frames)
         common[unseparated] |= flag(Bit.GAIN_STAGES)

@@ -29,6 +29,11 @@ class MaskParams:
     frame_sample: int = option(16384, "at most this many pixels per module and frame enter the robust frame "
                                "mean of F1")
     batch: int = option(16, "frames read and processed at once (memory: batch x frame size)")
+    memory_limit: float = option(4.0, "working memory in GB for the per-pixel state: with more memory cells "
+                                 "than fit, the cells are processed in groups, one pass over the files per "
+                                 "group (same result); about 0.45 kB per pixel, cell and module for 3 dark "
+                                 "stages with gain data (AGIPD-1M: 0.5 GB per cell); the mask itself (16 B "
+                                 "per pixel and cell) comes on top", metavar="GB")
 
     def __post_init__(self):
         if not self.lam > 0:
@@ -45,5 +50,7 @@ class MaskParams:
             raise ParameterError(f"--min-frames must be at least 3, got {self.min_frames}")
         if self.frame_sample < 100:
             raise ParameterError(f"--frame-sample must be at least 100, got {self.frame_sample}")
+        if not self.memory_limit > 0:
+            raise ParameterError(f"--memory-limit must be positive (GB), got {self.memory_limit}")
         if self.batch < 1:
             raise ParameterError(f"--batch must be at least 1, got {self.batch}")
