@@ -4,6 +4,11 @@ robust fit against RobustGaussianFittingLibrary (RGFLib, run from its own venv i
 Run: .venv/bin/python benchmarks/mask_speed.py [--modules 2 --cells 4 --frames 100] [--rgflib /tmp/rgf/bin/python]
 Input files are generated once under /tmp/braggsieve_mask_bench (reused).  Projection: time scales with
 samples (modules x cells x frames x stages x 65536 pixels); AGIPD-1M with 4 cells is 2.5e9 analog samples.
+
+Full size (docs/mask.md, "Speed"): write the three dark runs, then time the command itself:
+  .venv/bin/python benchmarks/mask_speed.py --generate /tmp/bs_agipd --modules 16 --cells 4 --frames 200
+  /usr/bin/time -v .venv/bin/braggsieve mask --dark /tmp/bs_agipd/dark0.h5 --dark /tmp/bs_agipd/dark1.h5 \
+      --dark /tmp/bs_agipd/dark2.h5 --gain-path /entry/data/gain --detector agipd1m -o /tmp/bs_agipd/mask.h5
 """
 from __future__ import annotations
 
@@ -32,8 +37,9 @@ np.save(sys.argv[2], out); print(min(times))
 """
 
 
-def agipd(args):
-    folder = Path("/tmp/braggsieve_mask_bench") / f"m{args.modules}_c{args.cells}_f{args.frames}"
+def generate(folder: Path, args) -> None:
+    """The three forced-gain dark runs (with gain data) of an AGIPD-like detector, dark<stage>.h5 in
+    ``folder``, unless already there."""
     params = IntegratingSeriesParams(frames=args.frames, flat_frames=10, cells=args.cells, modules=args.modules,
                                      rows=512, cols=128)
     if not (folder / "done").exists():
@@ -43,6 +49,11 @@ def agipd(args):
             write_series(folder / f"dark{stage}.h5", series.dark_batches(stage), args.frames,
                          gain_path="/entry/data/gain")
         (folder / "done").touch()
+
+
+def agipd(args):
+    folder = Path("/tmp/braggsieve_mask_bench") / f"m{args.modules}_c{args.cells}_f{args.frames}"
+    generate(folder, args)
     darks = [HDF5Series([folder / f"dark{s}.h5"], gain_path="/entry/data/gain") for s in range(3)]
     samples = 3 * args.frames * args.cells * args.modules * 512 * 128
     make_mask([HDF5Series([folder / "dark0.h5"])], params=MaskParams(min_frames=3), counting=False)  # warm-up
@@ -91,7 +102,10 @@ def main():
     parser.add_argument("--cells", type=int, default=4)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--rgflib", default="/tmp/rgf/bin/python", help="python of a venv with RGFLib")
+    parser.add_argument("--generate", metavar="FOLDER", help="only write the dark runs into FOLDER")
     args = parser.parse_args()
+    if args.generate:
+        return generate(Path(args.generate), args)
     rgflib(args.rgflib)
     agipd(args)
 

@@ -52,8 +52,8 @@ def write_mask_file(path: str | os.PathLike, bitmask: np.ndarray, *, stage_bitma
         if bitmask.ndim == 3:
             group.create_dataset("bitmask2d", data=np.bitwise_or.reduce(bitmask, axis=0), compression="gzip")
         if stage_bitmask is not None and stage_bitmask.shape[0] > 1:
-            group.create_dataset("stage_bitmask", data=stage_bitmask.astype(np.uint32), compression="gzip",
-                                 shuffle=True)
+            group.create_dataset("stage_bitmask", data=np.asarray(stage_bitmask, dtype=np.uint32),
+                                 compression="gzip", shuffle=True)
         count_group = group.create_group("counts")
         for name, value in (counts or {}).items():
             count_group.attrs[name] = int(value)

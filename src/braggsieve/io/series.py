@@ -3,7 +3,9 @@
 
 ``HDF5Series(paths, h5path, gain_path)`` joins several files along the frame axis and reads them in
 batches (it follows :class:`braggsieve.mask.maker.Series`).  ``write_series`` writes such a file (NXmx-like:
-frames at ``/entry/data/data``, one chunk per frame, bitshuffle-LZ4 through hdf5plugin), batch by batch.
+frames at ``/entry/data/data``, bitshuffle-LZ4 through hdf5plugin), batch by batch, one chunk per frame and
+memory cell, so that a pass over a group of cells (``braggsieve mask --memory-limit``) reads only that
+group's chunks.
 """
 from __future__ import annotations
 
@@ -116,7 +118,8 @@ def write_series(path: str | os.PathLike, batches: Iterable[np.ndarray | tuple[n
                  compression: bool = True) -> None:
     """Write frames (and gain-indicator data, when the batches are (frames, gain) pairs) to ``path``.
 
-    ``nframes`` is the total; each chunk holds one frame; bitshuffle-LZ4 unless ``compression`` is False.
+    ``nframes`` is the total; each chunk holds one frame (one frame of one memory cell for 5-D series, so
+    that reading a group of cells decompresses only theirs); bitshuffle-LZ4 unless ``compression`` is False.
     The caller makes the write atomic (``braggsieve.io.atomic``).
     """
     extra = hdf5plugin.Bitshuffle(cname="lz4") if compression else {}
@@ -126,8 +129,11 @@ def write_series(path: str | os.PathLike, batches: Iterable[np.ndarray | tuple[n
         for batch in batches:
             frames, gains = batch if isinstance(batch, tuple) else (batch, None)
             if data is None:
+                chunk = (1,) + frames.shape[1:]
+                if frames.ndim == 5:
+                    chunk = (1, 1) + frames.shape[2:]
                 data = handle.create_dataset(h5path, (nframes,) + frames.shape[1:], dtype=frames.dtype,
-                                             chunks=(1,) + frames.shape[1:], **extra)
+                                             chunks=chunk, **extra)
                 if gain_path is not None:
                     gain = handle.create_dataset(gain_path, data.shape, dtype=gains.dtype, chunks=data.chunks,
                                                  **extra)
