@@ -157,11 +157,13 @@ def detector_markers(dtype: np.dtype) -> np.ndarray:
     return np.empty(0)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _preprocess_kernel(raw, mask, dark, dark_variance, gain_map, gain, explicit, markers, dummy,
                        delta_dummy, check_dummy, saturation, signal, variance):
     """raw (n, npix) any dtype -> signal, variance float32 (n, npix); the per-pixel inputs are (npix,)
-    or empty when absent; ``explicit`` is (n, npix) ADU**2 or empty (Poisson)."""
+    or empty when absent; ``explicit`` is (n, npix) ADU**2 or empty (Poisson).  The inner loop has no
+    branch on the pixel's value (invalid pixels are computed too, then replaced by NaN), so that it
+    vectorises."""
     nframes, npix = raw.shape
     has_dark = dark.size > 0
     has_dark_var = dark_variance.size > 0
@@ -175,20 +177,14 @@ def _preprocess_kernel(raw, mask, dark, dark_variance, gain_map, gain, explicit,
         start = (k - f * nchunks) * chunk
         for i in range(start, min(start + chunk, npix)):
             value = np.float64(raw[f, i])
-            valid = not mask[i] and np.isfinite(value) and value < saturation
+            valid = (not mask[i]) & np.isfinite(value) & (value < saturation)
             for m in range(nmarkers):
-                if value == markers[m]:
-                    valid = False
+                valid &= value != markers[m]
             if check_dummy:
                 if delta_dummy > 0:
-                    if abs(value - dummy) <= delta_dummy:
-                        valid = False
-                elif value == dummy:
-                    valid = False
-            if not valid:
-                signal[f, i] = np.nan
-                variance[f, i] = np.nan
-                continue
+                    valid &= not abs(value - dummy) <= delta_dummy
+                else:
+                    valid &= value != dummy
             g = gain_map[i] if has_gain_map else gain
             if has_dark:
                 value -= dark[i]
@@ -196,8 +192,8 @@ def _preprocess_kernel(raw, mask, dark, dark_variance, gain_map, gain, explicit,
             v = explicit[f, i] / (g * g) if has_explicit else max(s, 1.0)
             if has_dark_var:
                 v += dark_variance[i] / (g * g)
-            signal[f, i] = s
-            variance[f, i] = v
+            signal[f, i] = s if valid else np.nan
+            variance[f, i] = v if valid else np.nan
 
 
 def preprocess(frames: np.ndarray, corrections: Corrections, error_model: str,
