@@ -57,34 +57,28 @@ class BinSums:
         return cls(*stack)
 
 
-@numba.njit(cache=True)
-def _accumulate(buf, n, has_coef, with_scatter, out):
-    """Sums of the first n gathered pixels (see _gather) into out[0:7] (float64); the scatter VV takes a
-    second pass over the pixels (after the mean) and is NaN unless ``with_scatter``."""
-    value, weight, cvar, cc = buf[0], buf[1], buf[2], buf[3]
-    count = 0.0
-    omega = 0.0
-    omega2 = 0.0
-    vsum = 0.0
-    wsum = 0.0
-    p = 0.0
-    for i in range(n):
-        w = weight[i]
-        omega += w
-        omega2 += w * w
-        vsum += value[i] * w  # c * signal
-        wsum += cvar[i]
-        p += w * w * value[i]
-        if has_coef:
-            count += cc[i]
+@numba.njit(cache=True, inline="always")
+def _add(sums, value, weight, cvar, c):
+    """``sums`` = (count, omega, omega2, V, W, P) plus one pixel: v, w = c * norm, c**2 * var, c."""
+    count, omega, omega2, vsum, wsum, p = sums
+    return (count + c, omega + weight, omega2 + weight * weight, vsum + value * weight, wsum + cvar,
+            p + weight * weight * value)
+
+
+@numba.njit(cache=True, inline="always")
+def _store(buf, n, has_coef, with_scatter, sums, out):
+    """Write the sums of the first n pixels of ``buf`` into out[0:7] (float64); the scatter VV takes a
+    second pass over the pixels (after the mean) and is NaN unless ``with_scatter``.  Without
+    coefficients the count is n."""
+    count, omega, omega2, vsum, wsum, p = sums
     if not has_coef:
         count = float(n)
     scatter = 0.0 if with_scatter else np.nan
     if with_scatter and omega > 0:
         mean = vsum / omega
         for i in range(n):
-            d = value[i] - mean
-            scatter += weight[i] * weight[i] * d * d
+            d = buf[0, i] - mean
+            scatter += buf[1, i] * buf[1, i] * d * d
     out[_COUNT] = count
     out[_SIGNAL] = vsum
     out[_VARIANCE] = wsum
@@ -95,11 +89,13 @@ def _accumulate(buf, n, has_coef, with_scatter, out):
 
 
 @numba.njit(cache=True)
-def _gather(pixels, norm, coef, has_coef, start, stop, buf):
+def _gather(pixels, norm, coef, has_coef, start, stop, buf, with_scatter, out):
     """Copy the valid pixels of CSR row [start, stop) of one frame (``pixels`` (nnz, 2) signal and variance,
     ``norm`` (nnz,), in CSR order) into ``buf`` (4, stop - start) float64: rows v = signal / norm,
-    w = c * norm, c**2 * variance and c (only with coefficients); returns their number."""
+    w = c * norm, c**2 * variance and c (only with coefficients), summing them on the way into out[0:7]
+    (see _store); returns their number.  The sums are taken in pixel order, one pixel at a time."""
     n = 0
+    sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     for j in range(start, stop):
         s = pixels[j, 0]
         var = pixels[j, 1]
@@ -109,16 +105,46 @@ def _gather(pixels, norm, coef, has_coef, start, stop, buf):
         if c == 0.0:
             continue
         nrm = np.float64(norm[j])
-        buf[0, n] = s / nrm
-        buf[1, n] = c * nrm
-        buf[2, n] = c * c * var
+        value = s / nrm
+        weight = c * nrm
+        cvar = c * c * var
+        buf[0, n] = value
+        buf[1, n] = weight
+        buf[2, n] = cvar
         if has_coef:
             buf[3, n] = c
+        sums = _add(sums, value, weight, cvar, c if has_coef else 0.0)
         n += 1
+    _store(buf, n, has_coef, with_scatter, sums, out)
     return n
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
+def _discard_outliers(buf, n, has_coef, with_scatter, mean, limit, out):
+    """One clipping cycle: drop the pixels with |v - mean| > limit, compacting the survivors to the front
+    of ``buf`` and summing them on the way; returns their number and, when some were dropped, stores
+    their sums into out[0:7] (see _store)."""
+    kept = 0
+    sums = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    for i in range(n):
+        if abs(buf[0, i] - mean) > limit:
+            continue
+        value, weight, cvar = buf[0, i], buf[1, i], buf[2, i]
+        buf[0, kept] = value
+        buf[1, kept] = weight
+        buf[2, kept] = cvar
+        c = 0.0
+        if has_coef:
+            c = buf[3, i]
+            buf[3, kept] = c
+        sums = _add(sums, value, weight, cvar, c)
+        kept += 1
+    if kept < n:
+        _store(buf, kept, has_coef, with_scatter, sums, out)
+    return kept
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _scatter_to_csr(signal, variance, position, pixels):
     """Write (nframes, npix) signal and variance into CSR order, interleaved: pixels (nframes, nnz, 2);
     pixel i goes to entry position[i] (-1: in no bin).  Reads are sequential and writes go to one moving
@@ -137,7 +163,7 @@ def _scatter_to_csr(signal, variance, position, pixels):
                 pixels[f, p, 1] = variance[f, i]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _bin_sums_kernel(pixels, norm, indptr, coef, has_coef, order, out):
     """out (7, nframes, nbins) <- sums of every (frame, bin); pixels (nframes, nnz, 2) signal and variance
     and norm (nnz,) in CSR order; bins are visited in ``order`` (see _bin_order)."""
@@ -148,14 +174,13 @@ def _bin_sums_kernel(pixels, norm, indptr, coef, has_coef, order, out):
         f = k % nframes
         start, stop = indptr[b], indptr[b + 1]
         buf = np.empty((4, stop - start))
-        n = _gather(pixels[f], norm, coef, has_coef, start, stop, buf)
         acc = np.empty(7)
-        _accumulate(buf, n, has_coef, True, acc)
+        _gather(pixels[f], norm, coef, has_coef, start, stop, buf, True, acc)
         for q in range(7):
             out[q, f, b] = acc[q]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, order, azimuthal, hybrid, cutoff, cycles, out):
     """Sigma-clip every (frame, bin) (inputs in CSR order, as _bin_sums_kernel); out (7, nframes, nbins) <-
     sums of the surviving pixels."""
@@ -166,11 +191,10 @@ def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, order, azimuthal, h
         f = k % nframes
         start, stop = indptr[b], indptr[b + 1]
         buf = np.empty((4, stop - start))
-        n = _gather(pixels[f], norm, coef, has_coef, start, stop, buf)
         acc = np.empty(7)
         # hybrid clips with the azimuthal scatter and reports W, which every integration also keeps
         scatter = azimuthal or hybrid
-        _accumulate(buf, n, has_coef, scatter, acc)
+        n = _gather(pixels[f], norm, coef, has_coef, start, stop, buf, scatter, acc)
         for _ in range(cycles):
             if acc[_NORM] == 0.0 or acc[_COUNT] == 0.0:
                 break
@@ -178,20 +202,10 @@ def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, order, azimuthal, h
             std = np.sqrt((acc[_SCATTER] if scatter else acc[_VARIANCE]) / acc[_NORM2])
             npix = max(3.0, acc[_COUNT])
             limit = max(cutoff, np.sqrt(2.0 * np.log(npix / np.sqrt(2.0 * np.pi)))) * std
-            kept = 0
-            for i in range(n):  # discard outliers, compacting the survivors to the front
-                if abs(buf[0, i] - mean) > limit:
-                    continue
-                buf[0, kept] = buf[0, i]
-                buf[1, kept] = buf[1, i]
-                buf[2, kept] = buf[2, i]
-                if has_coef:
-                    buf[3, kept] = buf[3, i]
-                kept += 1
+            kept = _discard_outliers(buf, n, has_coef, scatter, mean, limit, acc)
             if kept == n:
                 break
             n = kept
-            _accumulate(buf, n, has_coef, scatter, acc)
         for q in range(7):
             out[q, f, b] = acc[q]
 

@@ -154,16 +154,14 @@ def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, cutoff, 
                     i1 = i0 + 1
                     w = fpos - i0
                 b = bg[f, i0] * (1.0 - w) + bg[f, i1] * w  # NaN where the bin's std is NaN too (find_peaks)
-                if np.isfinite(b):
-                    v = s / norm[i, j] - b
-                    if v > 0:
-                        sd = std[f, i0] * (1.0 - w) + std[f, i1] * w
-                        v2 = v * v
-                        t2 = cutoff * cutoff * (sd * sd + noise * noise)
-                        if v2 >= t2:
-                            m = _STRONG
-                        elif v2 * 16.0 >= t2:
-                            m = _MAYBE
+                # no branch on the excess (its sign is random on background pixels): selects instead
+                excess = s / norm[i, j] - b
+                sd = std[f, i0] * (1.0 - w) + std[f, i1] * w
+                v2 = excess * excess
+                t2 = cutoff * cutoff * (sd * sd + noise * noise)
+                positive = np.isfinite(b) & (excess > 0)
+                m = _STRONG if positive & (v2 >= t2) else (_MAYBE if positive & (v2 * 16.0 >= t2) else _NONE)
+                v = excess if np.isfinite(b) else np.nan
             v_out[f, i, j] = v
             mark[f, i, j] = m
 
