@@ -6,7 +6,8 @@ import argparse
 DESCRIPTION = """\
 Run braggsieve end to end on a built-in simulated serial-crystallography run (100 PILATUS 1M stills, 40 % hits,
 made on first use in a few seconds and cached in ~/.cache/braggsieve, or $BRAGGSIEVE_CACHE):
-  1. a bad-pixel mask from a simulated dark series of the same detector (robust statistics, braggsieve mask);
+  1. a bad-pixel mask from simulated dark and flat-field series of the same detector (robust statistics,
+     braggsieve mask);
   2. one pass over the frames ('braggsieve process'): sigma-clipped background per frame, Bragg peaks (CXI +
      .geom for CrystFEL), the hit veto, and sparse frames (pyFAI/FabIO layout);
   3. a self-contained HTML report and its figures as PNG files.
@@ -37,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"braggsieve demo: {summary['frames']} simulated PILATUS 1M stills from {demo['dataset']}",
         f"  mask      {demo['masked_pixels']} bad pixels ({demo['gap_pixels']} module gaps) from {demo['dark_frames']} "
-        f"dark frames; planted bad pixels found: {demo['planted_masked']} of {demo['planted_bad_pixels']}; good "
-        f"pixels masked: {demo['good_pixels_masked']}",
+        f"dark and {demo['flat_frames']} flat-field frames; planted bad pixels found: {demo['planted_masked']} of "
+        f"{demo['planted_bad_pixels']}; good pixels masked: {demo['good_pixels_masked']}",
         f"  veto      {summary['hits']} hits of {summary['frames']} frames (at least {summary['min_peaks']} peaks); "
         f"truth: {demo['true_hits']} hits, {demo['hits_found']} found, {demo['false_hits']} false",
         f"  peaks     {summary['peaks']} peaks ({summary['peaks'] / hits:.0f} per hit) -> {out}/run.cxi + "

@@ -1,8 +1,8 @@
 """The demo: the whole pipeline on the built-in simulated run (``braggsieve demo``).
 
 1. the demo run (100 PILATUS 1M stills, 40 % hits; braggsieve.simulate.demo, cached after the first use);
-2. a dark series of the same simulated detector (same planted bad pixels, no X-rays) and a bad-pixel mask
-   made from it by the robust mask maker (braggsieve.mask), written to ``OUTDIR/demo_mask.h5``;
+2. a dark series and a flat-field series of the same simulated detector (same planted bad pixels) and a
+   bad-pixel mask made from them by the robust mask maker (braggsieve.mask), written to ``OUTDIR/demo_mask.h5``;
 3. ``process`` with that mask: peaks, veto, sparse frames, master files, summary and veto plot in ``OUTDIR``;
 4. ``OUTDIR/report.html`` (braggsieve report) and its figures as ``OUTDIR/plots/*.png``: the veto curves, peaks
    along the run, a hit with its peaks and mask, its sigma-clipped background with the +-sigma band and the
@@ -22,10 +22,13 @@ import h5py
 import numpy as np
 
 DARK_FRAMES = 32
+FLAT_FRAMES = 32
+FLAT_PHOTONS = 200.0  # photons per pixel and flat-field frame (uniform illumination)
 
 
 def _demo_mask(path: Path) -> dict[str, Any]:
-    """Simulate the demo detector's dark series, make the mask (written to ``path``); mask statistics."""
+    """Simulate the demo detector's dark and flat-field series, make the mask (written to ``path``); mask
+    statistics."""
     from ..io.mask_file import write_mask_file
     from ..io.provenance import Provenance
     from ..mask.maker import ArraySeries, make_mask
@@ -38,18 +41,21 @@ def _demo_mask(path: Path) -> dict[str, Any]:
                              DEMO_PARAMS["noise"], DEMO_PARAMS["bad_pixels"], seed=setup.seed)
     darks = record_frames(np.zeros((DARK_FRAMES, *simulator.shape), np.float32), simulator.response,
                           seed=setup.seed + 1000, first_frame=0, dtype=simulator.dtype)
-    result = make_mask([ArraySeries(darks, name="simulated dark series")], counting=simulator.counting,
+    flats = record_frames(np.full((FLAT_FRAMES, *simulator.shape), FLAT_PHOTONS, np.float32), simulator.response,
+                          seed=setup.seed + 2000, first_frame=0, dtype=simulator.dtype)
+    result = make_mask([ArraySeries(darks, name="simulated dark series")],
+                       [ArraySeries(flats, name="simulated flat-field series")], counting=simulator.counting,
                        exclude=simulator.gap)
+    series = {"dark_frames": DARK_FRAMES, "flat_frames": FLAT_FRAMES, "flat_photons_per_pixel": FLAT_PHOTONS}
     write_mask_file(path, result.bits, stage_bitmask=result.stage_bits, counts=result.counts,
-                    provenance=Provenance.start(parameters={"demo_dark_frames": {"frames": DARK_FRAMES}},
-                                                argv=["braggsieve demo"]))
+                    provenance=Provenance.start(parameters={"demo_series": series}, argv=["braggsieve demo"]))
     from ..simulate.params import DEFECT_TYPES
 
     planted = simulator.bad_types > 0
     found = result.bits != 0
     by_type = {name: [int((simulator.bad_types == code).sum()), int((found & (simulator.bad_types == code)).sum())]
                for name, code in DEFECT_TYPES.items()}
-    return {"mask": str(path.name), "dark_frames": DARK_FRAMES, "masked_pixels": int(found.sum()),
+    return {"mask": str(path.name), **series, "masked_pixels": int(found.sum()),
             "gap_pixels": int(simulator.gap.sum()), "planted_bad_pixels": int(planted.sum()),
             "planted_masked": int((found & planted).sum()), "planted_and_masked_by_type": by_type,
             "good_pixels_masked": int((found & ~planted & ~simulator.gap).sum())}
