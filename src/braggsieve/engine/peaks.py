@@ -129,7 +129,7 @@ def _pixel_var(radius, std, f, i, j, r0, step, noise):
 _NONE, _ZINGER, _PEAK, _MAYBE, _STRONG = 0, 1, 2, 3, 4
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, cutoff, v_out, mark):
     """Fill ``v_out`` (n, ny, nx) float32 with the excess v (NaN where missing) and ``mark`` with _STRONG where
     v >= cutoff * sigma_p (zinger candidates), _MAYBE where v >= cutoff * sigma_p / 4 (rule 2e), else _NONE."""
@@ -166,24 +166,35 @@ def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, cutoff, 
             mark[f, i, j] = m
 
 
-@nb.njit(cache=True, parallel=True)
-def _flag_zingers(v, min_spread, mark):
+_STRONG_BITS = np.uint64(0x0404040404040404)  # the bit that, among the values _excess writes, only _STRONG has, in 8 bytes
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def _flag_zingers(v, min_spread, mark, words):
     """Rule 1: turn the _STRONG pixels whose 8 valid neighbours hold less than ``min_spread`` of their excess
-    into _ZINGER; reads only ``v``, so rows may be done in any order."""
+    into _ZINGER; reads only ``v``, so pixels may be done in any order.  ``words`` is ``mark``'s memory (zero
+    padded to whole words) seen as uint64: the few words with no _STRONG byte are skipped 8 pixels at a time."""
     n, ny, nx = v.shape
-    for k in nb.prange(n * ny):
-        f = k // ny
-        i = k % ny
-        for j in range(nx):
-            if mark[f, i, j] != _STRONG:
+    flat = mark.reshape(-1)
+    chunk = 512
+    nchunks = (words.size + chunk - 1) // chunk
+    for c in nb.prange(nchunks):
+        for w in range(c * chunk, min((c + 1) * chunk, words.size)):
+            if words[w] & _STRONG_BITS == 0:
                 continue
-            spread = 0.0
-            for ii in range(max(i - 1, 0), min(i + 2, ny)):
-                for jj in range(max(j - 1, 0), min(j + 2, nx)):
-                    if (ii != i or jj != j) and np.isfinite(v[f, ii, jj]):
-                        spread += v[f, ii, jj]
-            if spread < min_spread * v[f, i, j]:
-                mark[f, i, j] = _ZINGER
+            for p in range(w * 8, min(w * 8 + 8, flat.size)):
+                if flat[p] != _STRONG:
+                    continue
+                f = p // (ny * nx)
+                i = (p // nx) % ny
+                j = p % nx
+                spread = 0.0
+                for ii in range(max(i - 1, 0), min(i + 2, ny)):
+                    for jj in range(max(j - 1, 0), min(j + 2, nx)):
+                        if (ii != i or jj != j) and np.isfinite(v[f, ii, jj]):
+                            spread += v[f, ii, jj]
+                if spread < min_spread * v[f, i, j]:
+                    flat[p] = _ZINGER
 
 
 @nb.njit(cache=True, inline="always")
@@ -252,7 +263,7 @@ def _is_peak(v, zinger, norm, radius, std, r0, step, noise, f, i, j, half, cutof
     return True
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def _mark_peaks(v, mark, norm, radius, std, r0, step, noise, half, cutoff, spread_snr, min_spread, reject_near_mask,
                 counts):
     """Set ``mark = _PEAK`` on peaks and count them per row of each frame: ``counts[f * ny + i]``.  Safe in
@@ -316,7 +327,7 @@ def _centroid(v, zinger, f, i, j):
     return row, col
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, nogil=True)
 def _measure_peaks(v, zinger, variance, norm, gain, radius, r0, step, noise, bg, std, sem, dspacing, offsets,
                    out_float, out_npix, out_index):
     """Measure every peak (module docstring); row ``k`` of the batch writes its peaks from ``offsets[k]`` on.
@@ -424,10 +435,14 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
     signal = np.ascontiguousarray(signal, dtype=np.float32)
 
     v = np.empty((n, ny, nx), np.float32)
-    mark = np.empty((n, ny, nx), np.uint8)
+    size = n * ny * nx
+    words = np.empty(-(-size // 8), np.uint64)
+    mark = words.view(np.uint8)
+    mark[size:] = _NONE
+    mark = mark[:size].reshape(n, ny, nx)
     r0, noise = float(radial[0]), float(params.noise)
     _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, float(params.cutoff_peak), v, mark)
-    _flag_zingers(v, float(params.min_spread), mark)
+    _flag_zingers(v, float(params.min_spread), mark, words)
     counts = np.empty(n * ny, np.int64)
     _mark_peaks(v, mark, norm, radius, std, r0, step, noise, params.patch_size // 2, float(params.cutoff_peak),
                 float(params.spread_snr), float(params.min_spread), params.near_mask == "reject", counts)
