@@ -155,15 +155,21 @@ def test_dask_local_cluster_of_two_workers_gives_the_same_results(run_files):
             b.visititems(compare)
 
 
-@pytest.mark.slow
-def test_demo_finds_the_simulated_hits_with_a_mask_from_simulated_darks(tmp_path):
-    """The built-in demo (about 2 minutes on two cores): every simulated hit found, no false hit, and the
-    dark-series mask catches planted defects without masking good pixels."""
+def test_demo_finds_the_simulated_hits_and_bad_pixels(tmp_path):
+    """The README's main command (braggsieve demo) end to end, on a fresh cache: every simulated hit found, no
+    false hit; the mask from simulated dark + flat series catches every planted defect and no good pixel; the
+    report and its figures are written."""
+    from braggsieve.cli import main
     from braggsieve.pipeline.demo import run_demo
 
-    summary = run_demo(tmp_path / "demo", progress=False)
+    summary = run_demo(tmp_path / "demo", cache_dir=tmp_path / "cache", progress=False)
     demo = summary["demo"]
     assert summary["frames"] == 100 and summary["checks"]["missing"] == summary["checks"]["duplicated"] == 0
     assert demo["hits_found"] == demo["true_hits"] and demo["false_hits"] == 0
-    assert demo["planted_masked"] > 0 and demo["good_pixels_masked"] == 0
+    assert demo["planted_masked"] == demo["planted_bad_pixels"] > 0 and demo["good_pixels_masked"] == 0
+    assert demo["figures"][0] == "report.html" and len(demo["figures"]) >= 5
+    for name in demo["figures"]:
+        assert (tmp_path / "demo" / name).stat().st_size > 1000
+    # the command itself, resuming the same folder (every part already complete)
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--cache", str(tmp_path / "cache")]) == 0
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["demo"] == demo
