@@ -34,6 +34,7 @@ from .corrections import Preprocessed
 from .csr import RadialBinning
 from .params import ClipParams
 from .records import RadialProfile
+from .scratch import scratch
 
 # Rows of the (7, nframes, nbins) float64 sums array, in BinSums field order.
 _COUNT, _SIGNAL, _VARIANCE, _NORM, _NORM2, _NORM2_VALUE, _SCATTER = range(7)
@@ -273,7 +274,7 @@ def _csr_inputs(pre: Preprocessed, binning: RadialBinning):
     if layout.position is None:  # pixel splitting: a pixel may appear in several bins
         pixels = np.stack([signal[:, binning.indices], variance[:, binning.indices]], axis=-1)
     else:
-        pixels = np.empty((nframes, binning.nnz, 2), np.float32)
+        pixels = scratch("csr_pixels", (nframes, binning.nnz, 2), np.float32)
         _scatter_to_csr(signal, variance, layout.position, pixels)
     coef = binning.coef if binning.coef is not None else np.empty(0, np.float32)
     return pixels, layout.norm, binning.indptr, coef, binning.coef is not None, _bin_order(binning.nbins)

@@ -61,6 +61,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..params import option
 from .records import PEAK_FIELDS, PeakList
+from .scratch import scratch
 
 NEAR_MASK = ("keep", "reject")
 
@@ -434,9 +435,9 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
                 else np.ascontiguousarray(d_spacing, dtype=np.float64))
     signal = np.ascontiguousarray(signal, dtype=np.float32)
 
-    v = np.empty((n, ny, nx), np.float32)
+    v = scratch("peaks_excess", (n, ny, nx), np.float32)
     size = n * ny * nx
-    words = np.empty(-(-size // 8), np.uint64)
+    words = scratch("peaks_mark", (-(-size // 8),), np.uint64)
     mark = words.view(np.uint8)
     mark[size:] = _NONE
     mark = mark[:size].reshape(n, ny, nx)
