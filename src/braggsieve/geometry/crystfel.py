@@ -23,24 +23,10 @@ import numpy as np
 
 from ..errors import InputError, ParameterError
 from .detectors import Detector
-from .panels import Panel
 from .pixels import rotation_matrix
 from .poni import Poni
 
 HC_EV_ANGSTROM = 12398.419843320026  # h c in eV Angstrom
-
-
-def _panels(detector: Detector) -> tuple[Panel, ...]:
-    """The detector's panels; one-image detectors are one panel in pyFAI's orientation convention."""
-    if detector.panels:
-        return detector.panels
-    ny, nx = detector.shape
-    p1, p2 = detector.pixel_size
-    flip_rows = detector.orientation in (1, 2)
-    flip_cols = detector.orientation in (1, 4)
-    return (Panel(name="p0", ss=(0, ny), fs=(0, nx),
-                  corner=(ny * p1 if flip_rows else 0.0, nx * p2 if flip_cols else 0.0),
-                  ss_vector=(-p1 if flip_rows else p1, 0.0), fs_vector=(0.0, -p2 if flip_cols else p2)),)
 
 
 def _vector(components: np.ndarray) -> str:
@@ -76,7 +62,7 @@ def geom_text(poni: Poni, *, adu_per_photon: float = 1.0, data: str = "/entry_1/
     lines += [f"adu_per_photon = {adu_per_photon:g}", f"res = {1.0 / pixel:.6f}  ; pixels per metre",
               f"clen = {poni.dist:.9f}  ; m", f"data = {data}", "dim0 = %", "dim1 = ss", "dim2 = fs",
               f"peak_list = {peak_list}", "peak_list_type = cxi", ""]
-    for panel in _panels(detector):
+    for panel in detector.as_panels():
         corner = position(*panel.corner)
         fs = lab @ np.array([*panel.fs_vector, 0.0]) / pixel
         ss = lab @ np.array([*panel.ss_vector, 0.0]) / pixel

@@ -139,7 +139,7 @@ class Detector:
         return mask
 
     def as_panels(self) -> tuple[Panel, ...]:
-        """The panels of this detector: its own for a stacked-panel detector, else one panel covering the raw
+        """The panels of this detector: its own for a stacked-panel detector, else one panel "p0" covering the raw
         array, with pyFAI's orientation flips (orientation 1 and 2 run the rows backwards, 1 and 4 the
         columns)."""
         if self.panels:
@@ -148,7 +148,7 @@ class Detector:
         s1, s2 = self.pixel_size
         flip_rows, flip_cols = self.orientation in (1, 2), self.orientation in (1, 4)
         corner = (ny * s1 if flip_rows else 0.0, nx * s2 if flip_cols else 0.0)
-        return (Panel("all", (0, ny), (0, nx), corner, (-s1 if flip_rows else s1, 0.0),
+        return (Panel("p0", (0, ny), (0, nx), corner, (-s1 if flip_rows else s1, 0.0),
                       (0.0, -s2 if flip_cols else s2)),)
 
     def pixel_positions(self, offset: tuple[float, float] = (0.5, 0.5)) -> tuple[np.ndarray, np.ndarray]:

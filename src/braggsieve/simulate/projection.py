@@ -12,23 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry.detectors import Detector
-from ..geometry.panels import Panel
 from ..geometry.pixels import rotation_matrix
 from ..geometry.poni import Poni
-
-
-def detector_panels(detector: Detector) -> tuple[Panel, ...]:
-    """The panels of ``detector``: its own for stacked-panel detectors, else one panel covering the raw array
-    (with pyFAI's orientation flips, as :meth:`Detector.pixel_positions`)."""
-    if detector.panels:
-        return detector.panels
-    ny, nx = detector.shape
-    s1, s2 = detector.pixel_size
-    flip_rows = detector.orientation in (1, 2)
-    flip_cols = detector.orientation in (1, 4)
-    corner = (ny * s1 if flip_rows else 0.0, nx * s2 if flip_cols else 0.0)
-    return (Panel("all", (0, ny), (0, nx), corner, (-s1 if flip_rows else s1, 0.0), (0.0, -s2 if flip_cols else s2)),)
 
 
 @dataclass(frozen=True)
@@ -53,7 +38,7 @@ class Projection:
 
     @classmethod
     def from_poni(cls, poni: Poni) -> "Projection":
-        panels = detector_panels(poni.detector)
+        panels = poni.detector.as_panels()
         steps = np.array([[p.ss_vector, p.fs_vector] for p in panels], dtype=np.float64)  # (P, 2 steps, 2 coords)
         return cls(rotation=rotation_matrix(poni.rot1, poni.rot2, poni.rot3), dist=poni.dist, poni1=poni.poni1,
                    poni2=poni.poni2, corner=np.array([p.corner for p in panels], dtype=np.float64),
