@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import ParameterError
 from .records import PeakList, RadialProfile, SparseFrames
 
 
@@ -40,3 +41,13 @@ class Engine(Protocol):
 
     def process(self, frames: np.ndarray, *, sparse: bool = True, peaks: bool = True) -> FrameResults:
         """Sigma-clip once, then pick pixels (``sparse``) and/or find peaks (``peaks``) from that background."""
+
+
+def check_static_shapes(binning, corrections, d_spacing: np.ndarray | None = None) -> None:
+    """Raise ParameterError unless the corrections and the d-spacing map (if any) have the binning's
+    (ny, nx) shape: every backend checks this when it is bound."""
+    if tuple(corrections.shape) != tuple(binning.shape):
+        raise ParameterError(f"corrections of shape {corrections.shape} do not match the binning {binning.shape}")
+    if d_spacing is not None and np.shape(d_spacing) != tuple(binning.shape):
+        raise ParameterError(f"d-spacing map of shape {np.shape(d_spacing)} does not match the binning "
+                             f"{binning.shape}")

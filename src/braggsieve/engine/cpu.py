@@ -10,8 +10,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..errors import ParameterError
-from .backend import FrameResults
+from .backend import FrameResults, check_static_shapes
 from .corrections import Corrections, Preprocessed, preprocess
 from .csr import RadialBinning
 from .integrate import integrate, sigma_clip
@@ -38,12 +37,7 @@ class CpuEngine:
     def __init__(self, binning: RadialBinning, corrections: Corrections, integration: IntegrationParams | None = None,
                  clip: ClipParams | None = None, pick: PickParams | None = None, peaks: PeakParams | None = None,
                  d_spacing: np.ndarray | None = None):
-        if tuple(corrections.shape) != tuple(binning.shape):
-            raise ParameterError(f"corrections of shape {corrections.shape} do not match the binning "
-                                 f"{binning.shape}")
-        if d_spacing is not None and np.shape(d_spacing) != tuple(binning.shape):
-            raise ParameterError(f"d-spacing map of shape {np.shape(d_spacing)} does not match the binning "
-                                 f"{binning.shape}")
+        check_static_shapes(binning, corrections, d_spacing)
         self.binning = binning
         self.corrections = corrections
         self.integration = integration or IntegrationParams()

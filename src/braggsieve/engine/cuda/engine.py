@@ -31,7 +31,7 @@ import cupyx
 import numpy as np
 
 from ...errors import ParameterError
-from ..backend import FrameResults
+from ..backend import FrameResults, check_static_shapes
 from ..corrections import Corrections, detector_markers
 from ..csr import RadialBinning
 from ..integrate import BinSums, profile_from_sums
@@ -425,12 +425,7 @@ class CudaEngine:
         self.peak_params = peaks or PeakParams()
         if self.integration.error_model == "variance":
             raise ParameterError("the cuda engine has no explicit-variance error model; use --device cpu")
-        if tuple(corrections.shape) != tuple(binning.shape):
-            raise ParameterError(f"corrections of shape {corrections.shape} do not match the binning "
-                                 f"{binning.shape}")
-        if d_spacing is not None and np.shape(d_spacing) != tuple(binning.shape):
-            raise ParameterError(f"d-spacing map of shape {np.shape(d_spacing)} does not match the binning "
-                                 f"{binning.shape}")
+        check_static_shapes(binning, corrections, d_spacing)
         self.static = _Static(binning, corrections, d_spacing)
         if self.clip.cycles > MAX_HIST:
             raise ParameterError(f"the cuda engine runs at most {MAX_HIST} clipping cycles, got {self.clip.cycles}")
