@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from braggsieve.cli import main
-from braggsieve.geometry import Detector, Poni, write_poni
 from braggsieve.io.cxi import read_cxi
 from braggsieve.io.sparse import SparseFile
+from synthetic_runs import spotted_frames
 
 SHAPE = (120, 130)
 NFRAMES = 11
@@ -29,16 +29,7 @@ OPTIONS = ["--unit", "r_mm", "--bins", "80", "--min-peaks", "5", "--part-size", 
 @pytest.fixture(scope="module")
 def run_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("process")
-    rng = np.random.default_rng(7)
-    poni = Poni.from_beam_center(Detector.generic(SHAPE, (100e-6, 100e-6)), 0.06, (64.2, 58.7), 1.0e-10)
-    write_poni(poni, folder / "run.poni")
-    yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
-    background = 4 + 40 * np.exp(-np.hypot(yy - 58.7, xx - 64.2) / 30)
-    frames = rng.poisson(np.broadcast_to(background, (NFRAMES, *SHAPE))).astype(np.uint32)
-    for k in HITS:  # 12 spots of 3x3 pixels, well apart
-        for r, c in zip(rng.permutation(np.arange(8, 112, 9))[:12], rng.permutation(np.arange(8, 122, 9))[:12]):
-            frames[k, r - 1:r + 2, c - 1:c + 2] += np.uint32(200)
-            frames[k, r, c] += np.uint32(800)
+    frames = spotted_frames(folder, shape=SHAPE, nframes=NFRAMES, hits=HITS, seed=7, centre=(64.2, 58.7), spots=12)
     frames[:, :, 100] = 0xFFFFFFFF  # dead column, Eiger marker
     for name, block in (("a.h5", frames[:5]), ("b.h5", frames[5:])):
         with h5py.File(folder / name, "w") as handle:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from braggsieve.cli import main
-from braggsieve.geometry import Detector, Poni, write_poni
 from braggsieve.io.mask_file import write_mask_file
 from braggsieve.mask.bits import Bit, flag
+from synthetic_runs import spotted_frames
 
 SHAPE = (96, 110)
 NFRAMES = 9
@@ -33,16 +33,7 @@ def _chunk(filename, event, indexed_by):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
-    rng = np.random.default_rng(11)
-    poni = Poni.from_beam_center(Detector.generic(SHAPE, (100e-6, 100e-6)), 0.06, (55.2, 47.7), 1.0e-10)
-    write_poni(poni, folder / "run.poni")
-    yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
-    background = 4 + 40 * np.exp(-np.hypot(yy - 47.7, xx - 55.2) / 30)
-    frames = rng.poisson(np.broadcast_to(background, (NFRAMES, *SHAPE))).astype(np.uint32)
-    for k in HITS:
-        for r, c in zip(rng.permutation(np.arange(8, 88, 9))[:9], rng.permutation(np.arange(8, 102, 9))[:9]):
-            frames[k, r - 1:r + 2, c - 1:c + 2] += np.uint32(200)
-            frames[k, r, c] += np.uint32(800)
+    frames = spotted_frames(folder, shape=SHAPE, nframes=NFRAMES, hits=HITS, seed=11, centre=(55.2, 47.7))
     frames[:, :, 80] = 0xFFFFFFFF  # dead column, Eiger marker
     (folder / "data").mkdir()
     with h5py.File(folder / "data" / "run.h5", "w") as handle:

@@ -21,7 +21,6 @@ from braggsieve.engine.cpu import CpuEngine
 from braggsieve.engine.peaks import PeakParams
 from braggsieve.engine.pick import PickParams
 from braggsieve.errors import InputError
-from braggsieve.geometry import Detector, Poni, write_poni
 from braggsieve.io.frames import open_frames
 from braggsieve.pipeline.messages import Frame, MalformedMessage, decode, encode_simple, encode_stream2
 from braggsieve.pipeline.parts import read_record
@@ -30,6 +29,7 @@ from braggsieve.pipeline.setup import build_setup
 from braggsieve.pipeline.stream import StreamParams, StreamProcessor, stream_source
 from braggsieve.pipeline.veto import VetoParams
 from braggsieve.engine.params import ClipParams, CorrectionParams, IntegrationParams
+from synthetic_runs import spotted_frames
 
 SHAPE = (90, 100)
 NFRAMES = 9
@@ -45,16 +45,9 @@ def _port() -> int:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stream")
-    rng = np.random.default_rng(3)
-    poni = Poni.from_beam_center(Detector.generic(SHAPE, (100e-6, 100e-6)), 0.05, (48.5, 44.2), 1.0e-10)
-    write_poni(poni, folder / "run.poni")
-    yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
-    background = 5 + 30 * np.exp(-np.hypot(yy - 44.2, xx - 48.5) / 25)
-    frames = rng.poisson(np.broadcast_to(background, (NFRAMES, *SHAPE))).astype(np.uint16)
-    for k in HITS:
-        for r, c in zip(rng.permutation(np.arange(6, 84, 8))[:9], rng.permutation(np.arange(6, 94, 8))[:9]):
-            frames[k, r - 1:r + 2, c - 1:c + 2] += np.uint16(150)
-            frames[k, r, c] += np.uint16(600)
+    frames = spotted_frames(folder, shape=SHAPE, nframes=NFRAMES, hits=HITS, seed=3, centre=(48.5, 44.2),
+                            distance=0.05, dtype=np.uint16, spacing=8, margin=6, background=(5.0, 30.0, 25.0),
+                            shoulder=150, peak=600)
     with h5py.File(folder / "run.h5", "w") as handle:
         handle["entry/data/data"] = frames
     params = {IntegrationParams: IntegrationParams(unit="r_mm", bins=60), CorrectionParams: CorrectionParams(),
