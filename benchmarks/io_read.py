@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import statistics
 import tempfile
-import time
 
 import fabio
 import h5py
@@ -29,18 +27,9 @@ import hdf5plugin
 import numpy as np
 
 from braggsieve.io.frames import open_frames
+from _peers import median_time
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "real", "grid_stills_pilatus3_6m")
-
-
-def median_time(func, repeats):
-    func()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def write_eiger_run(folder, nframes, shape=(2167, 2070)):
@@ -89,9 +78,9 @@ def main():
             for i in range(image.nframes):
                 image.getframe(i).data
 
-        t_ours = median_time(ours, args.repeats) / args.frames
-        rows.append(("eiger-h5", "h5py loop", t_ours, median_time(h5py_loop, args.repeats) / args.frames))
-        rows.append(("eiger-h5", "fabio Eiger", t_ours, median_time(fabio_loop, args.repeats) / args.frames))
+        t_ours = median_time(ours, args.repeats)[0] / args.frames
+        rows.append(("eiger-h5", "h5py loop", t_ours, median_time(h5py_loop, args.repeats)[0] / args.frames))
+        rows.append(("eiger-h5", "fabio Eiger", t_ours, median_time(fabio_loop, args.repeats)[0] / args.frames))
     cbfs = sorted(glob.glob(os.path.join(REAL, "*.cbf.bz2")))
     if cbfs:
         def ours_cbf():
@@ -102,8 +91,8 @@ def main():
             for path in cbfs:
                 fabio.open(path).data
 
-        rows.append(("pilatus-cbf.bz2", "fabio loop", median_time(ours_cbf, args.repeats) / len(cbfs),
-                     median_time(fabio_cbf, args.repeats) / len(cbfs)))
+        rows.append(("pilatus-cbf.bz2", "fabio loop", median_time(ours_cbf, args.repeats)[0] / len(cbfs),
+                     median_time(fabio_cbf, args.repeats)[0] / len(cbfs)))
     print(f"{'case':18s} {'peer':12s} {'braggsieve ms/frame':>20s} {'peer ms/frame':>14s} {'speed-up':>9s}")
     for case, peer, ours_s, peer_s in rows:
         print(f"{case:18s} {peer:12s} {ours_s * 1e3:20.1f} {peer_s * 1e3:14.1f} {peer_s / ours_s:8.2f}x")

@@ -47,6 +47,7 @@ from braggsieve.engine.params import ClipParams, CorrectionParams, IntegrationPa
 from braggsieve.engine.peaks import PeakParams, find_peaks
 from braggsieve.geometry import pixels, read_poni
 from braggsieve.io.frames import open_frames
+from _peers import pyfai_peak_finder
 
 HERE = Path(__file__).resolve().parent
 
@@ -159,29 +160,7 @@ def run_braggsieve(source, poni, corr, binning, integration, settings: list[Peak
 
 # -- pyFAI OpenCL (PoCL) ----------------------------------------------------------------------------------------------
 def run_pyfai(source, poni, corr, frames, settings):
-    import pyFAI.detectors
-    import pyopencl as cl
-    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-    from pyFAI.opencl.peak_finder import OCL_PeakFinder
-
-    det = pyFAI.detectors.Detector(*poni.detector.pixel_size, max_shape=source.shape)
-    ai = AzimuthalIntegrator(dist=poni.dist, poni1=poni.poni1, poni2=poni.poni2, rot1=poni.rot1, rot2=poni.rot2,
-                             rot3=poni.rot3, wavelength=poni.wavelength, detector=det)
-    mask = corr.mask.astype(np.int8)
-    res = ai.setup_sparse_integrator(source.shape, 1000, mask=mask, unit="q_nm^-1", split="no", algo="CSR",
-                                     scale=False)
-    integrator = res.lut
-    radius = ai.array_from_unit(source.shape, "center", "q_nm^-1", scale=False)
-    ctx = None
-    for platform in cl.get_platforms():
-        devices = platform.get_devices(device_type=cl.device_type.CPU)
-        if devices:
-            ctx = cl.Context(devices[:1])
-            break
-    engine = OCL_PeakFinder(integrator, image_size=source.shape[0] * source.shape[1], bin_centers=res.bin_centers,
-                            radius=radius, mask=mask, ctx=ctx, unit="q_nm^-1")
-    solid = ai.solidAngleArray(source.shape).astype(np.float32)
-    polar = ai.polarization(source.shape, 0.99).astype(np.float32)
+    engine, corrections = pyfai_peak_finder(source.shape, poni, corr.mask)
     found = [[] for _ in settings]
     times = [[] for _ in settings]
     out = np.empty((1, *source.shape), source.dtype)
@@ -191,7 +170,7 @@ def run_pyfai(source, poni, corr, frames, settings):
         data[corr.mask] = -1
         for k, (cutoff, patch, connected) in enumerate(settings):
             t0 = time.perf_counter()
-            peaks = engine.peakfinder(data, dummy=-1, delta_dummy=0.5, solidangle=solid, polarization=polar,
+            peaks = engine.peakfinder(data, dummy=-1, delta_dummy=0.5, **corrections,
                                       error_model="poisson", cutoff_clip=0, cycle=5, noise=1.0, cutoff_peak=cutoff,
                                       patch_size=patch, connected=connected)
             times[k].append(time.perf_counter() - t0)

@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +31,9 @@ from braggsieve.engine.peaks import PeakParams, find_peaks
 from braggsieve.geometry import pixels
 
 from peaks_quality import setup  # same set-up as the quality benchmark
+from _peers import median_time
 
 HERE = Path(__file__).resolve().parent
-
-
-def median_time(func, repeats):
-    func()  # warm-up (numba compilation, OpenCL kernels)
-    spent = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = func()
-        spent.append(time.perf_counter() - t0)
-    return float(np.median(spent)), result
 
 
 def main(argv=None):

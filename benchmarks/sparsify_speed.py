@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,41 +29,15 @@ from braggsieve.engine.params import ClipParams
 from braggsieve.engine.pick import PickParams, pick_pixels
 
 from peaks_quality import setup  # the same Eiger 4M set-up as the peak benchmarks
-
-
-def median_time(func, repeats):
-    result = func()  # warm-up (numba compilation, OpenCL kernels)
-    spent = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = func()
-        spent.append(time.perf_counter() - t0)
-    return float(np.median(spent)), result
+from _peers import median_time, pyfai_peak_finder
 
 
 def pyfai_sparsifier(source, poni, corr):
     """A function frame -> pyFAI SparseFrame, on the PoCL CPU device."""
-    import pyFAI.detectors
-    import pyopencl as cl
-    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-    from pyFAI.opencl.peak_finder import OCL_PeakFinder
-
-    det = pyFAI.detectors.Detector(*poni.detector.pixel_size, max_shape=source.shape)
-    ai = AzimuthalIntegrator(dist=poni.dist, poni1=poni.poni1, poni2=poni.poni2, rot1=poni.rot1, rot2=poni.rot2,
-                             rot3=poni.rot3, wavelength=poni.wavelength, detector=det)
-    mask = corr.mask.astype(np.int8)
-    res = ai.setup_sparse_integrator(source.shape, 1000, mask=mask, unit="q_nm^-1", split="no", algo="CSR",
-                                     scale=False)
-    radius = ai.array_from_unit(source.shape, "center", "q_nm^-1", scale=False)
-    device = next(p.get_devices(device_type=cl.device_type.CPU) for p in cl.get_platforms()
-                  if p.get_devices(device_type=cl.device_type.CPU))
-    engine = OCL_PeakFinder(res.lut, image_size=source.shape[0] * source.shape[1], bin_centers=res.bin_centers,
-                            radius=radius, mask=mask, ctx=cl.Context(device[:1]), unit="q_nm^-1")
-    solid = ai.solidAngleArray(source.shape).astype(np.float32)
-    polar = ai.polarization(source.shape, 0.99).astype(np.float32)
+    engine, corrections = pyfai_peak_finder(source.shape, poni, corr.mask)
 
     def run(frame):
-        return engine.sparsify(frame, solidangle=solid, polarization=polar, error_model="poisson", cutoff_clip=0,
+        return engine.sparsify(frame, **corrections, error_model="poisson", cutoff_clip=0,
                                cycle=5, noise=1.0, cutoff_pick=2.0)
     return run
 
