@@ -114,6 +114,9 @@ def test_stream2_replay_with_garbage_then_restart_processes_nothing_twice(run):
     assert [m["frame"] for m in published] == list(range(NFRAMES))
     assert [m["npeaks"] for m in published] == expected.tolist()
     assert [i for i, m in enumerate(published) if m["hit"]] == list(HITS)
+    # the session waited >= 0.6 s (_session's sleeps) before the first frame; the streaming rate leaves it out
+    assert 0 < report.streaming_seconds <= report.seconds - 0.6
+    assert report.as_dict()["streaming_frames_per_second"] == round(NFRAMES / report.streaming_seconds, 3)
 
     def send_again():
         replay(open_frames(str(folder / "run.h5")), address, series="run-1", bind=False, timeout=20)
@@ -121,6 +124,7 @@ def test_stream2_replay_with_garbage_then_restart_processes_nothing_twice(run):
     again, published = _session(folder, params, address, bind=True, send=send_again)
     assert again.frames_received == NFRAMES and again.frames_processed == 0
     assert again.rejected == {"already processed": NFRAMES} and again.balanced and published == []
+    assert again.streaming_seconds == 0 and again.as_dict()["streaming_frames_per_second"] == 0.0
 
 
 def test_simple_format_receiver_connects_to_a_binding_sender(run, tmp_path):

@@ -19,7 +19,10 @@ Threads and queues::
   stop -- Ctrl-C, end of series count, idle time-out -- finishes the part first).
 * Results: for each processed frame one JSON message on the PUB socket (when ``publish`` is given):
   ``{"series", "frame", "npeaks", "hit", "kept", "latency_ms"}`` (latency from receipt to publication).
-* At the end ``frames received = processed + rejected`` is checked and reported (``StreamReport``).
+* At the end ``frames received = processed + rejected`` is checked and reported (``StreamReport``), with two
+  rates: over the whole session (``frames_per_second``, which includes the wait for the first frame) and over
+  ``streaming_seconds``, from the receipt of the first processed frame to the publication of the last one
+  (``streaming_frames_per_second``: the rate while frames flow, one-time set-up of a new frame shape included).
 """
 from __future__ import annotations
 
@@ -81,6 +84,7 @@ class StreamReport:
     parts_written: int = 0
     latency_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    streaming_seconds: float = 0.0  # receipt of the first processed frame -> publication of the last one
 
     def reject(self, reason: str, frames: int = 1) -> None:
         self.frames_received += frames
@@ -100,6 +104,9 @@ class StreamReport:
                 "series_ended": self.series_ended, "hits": self.hits, "parts_written": self.parts_written,
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames_processed / self.seconds, 3) if self.seconds else 0.0,
+                "streaming_seconds": round(self.streaming_seconds, 3),
+                "streaming_frames_per_second": round(self.frames_processed / self.streaming_seconds, 3)
+                if self.streaming_seconds else 0.0,
                 "latency_ms": percentiles}
 
 
@@ -202,6 +209,7 @@ class StreamProcessor:
         self._stop = threading.Event()
         self._last_message = time.monotonic()
         self._ended = False
+        self._first_receipt: float | None = None  # perf_counter time of the first processed frame's receipt
 
     def stop(self) -> None:
         """Ask the processor to finish the current part and return (thread-safe; e.g. from a signal handler)."""
@@ -311,6 +319,9 @@ class StreamProcessor:
             hit = is_hit(results.peaks.npeaks, self.veto)
             kept = np.diff(results.sparse.frame_ptr)
             now = time.perf_counter()
+            if self._first_receipt is None:
+                self._first_receipt = float(times[0])
+            self.report.streaming_seconds = now - self._first_receipt
             self.report.hits += int(hit.sum())
             for k, number in enumerate(numbers):
                 latency = 1e3 * (now - times[k])
