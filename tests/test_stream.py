@@ -161,3 +161,23 @@ def test_replay_without_receiver_gives_up_with_one_line_error(run):
     folder = run[0]
     with pytest.raises(InputError, match="no receiver"):
         replay(open_frames(str(folder / "run.h5")), f"tcp://127.0.0.1:{_port()}", bind=True, timeout=0.3, hwm=1)
+
+
+def test_a_series_with_another_pixel_mask_gets_its_own_setup():
+    """The set-up cache of the receiver is keyed by what the set-up depends on: a later series of the same shape
+    whose start message carries another pixel mask (or saturation) must not reuse the first series' set-up."""
+    from braggsieve.pipeline.messages import Start
+    from braggsieve.pipeline.stream import setup_key
+
+    mask = np.zeros(SHAPE, np.uint32)
+    other = mask.copy()
+    other[3, 4] = 1
+    first = Start(series="a", shape=SHAPE, dtype=np.dtype(np.uint16), pixel_mask=mask, saturation=65000.0)
+    same = Start(series="b", shape=SHAPE, dtype=np.dtype(np.uint16), pixel_mask=mask.copy(), saturation=65000.0)
+    assert setup_key(SHAPE, np.uint16, first) == setup_key(SHAPE, np.uint16, same)
+    assert setup_key(SHAPE, np.uint16, first) != setup_key(
+        SHAPE, np.uint16, Start(series="c", shape=SHAPE, pixel_mask=other, saturation=65000.0))
+    assert setup_key(SHAPE, np.uint16, first) != setup_key(
+        SHAPE, np.uint16, Start(series="d", shape=SHAPE, pixel_mask=mask, saturation=4095.0))
+    assert setup_key(SHAPE, np.uint16, first) != setup_key(SHAPE, np.uint32, first)
+    assert setup_key(SHAPE, np.uint16, None) != setup_key(SHAPE, np.uint16, first)

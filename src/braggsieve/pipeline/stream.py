@@ -26,6 +26,7 @@ Threads and queues::
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
@@ -108,6 +109,15 @@ class StreamReport:
                 "streaming_frames_per_second": round(self.frames_processed / self.streaming_seconds, 3)
                 if self.streaming_seconds else 0.0,
                 "latency_ms": percentiles}
+
+
+def setup_key(shape: tuple[int, int], dtype, start: Start | None) -> tuple:
+    """What a run set-up depends on for frames of ``shape``/``dtype`` in the series that ``start`` opened: the
+    shape, the dtype, and the start message's saturation and pixel mask (by digest), so that a series whose
+    detector mask changed gets its own set-up instead of the previous series'."""
+    mask = None if start is None else start.pixel_mask
+    digest = None if mask is None else hashlib.sha1(np.ascontiguousarray(mask).view(np.uint8)).hexdigest()
+    return (tuple(shape), np.dtype(dtype).str, None if start is None else start.saturation, digest)
 
 
 def stream_source(shape: tuple[int, int], start: Start | None):
@@ -308,9 +318,10 @@ class StreamProcessor:
     def _write_part(self, first: Frame, received: float) -> None:
         shape, dtype = first.data.shape, first.data.dtype
         self._dtype = dtype
-        key = (shape, dtype.str)
+        start = self._series.get(first.series)
+        key = setup_key(shape, dtype, start)
         if key not in self._setups:
-            self._setups[key] = self.make_setup(shape, dtype, self._series.get(first.series))
+            self._setups[key] = self.make_setup(shape, dtype, start)
         setup = self._setups[key]
         pending: list = []
 
