@@ -165,26 +165,10 @@ def _scatter_to_csr(signal, variance, position, pixels):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _bin_sums_kernel(pixels, norm, indptr, coef, has_coef, order, out):
-    """out (7, nframes, nbins) <- sums of every (frame, bin); pixels (nframes, nnz, 2) signal and variance
-    and norm (nnz,) in CSR order; bins are visited in ``order`` (see _bin_order)."""
-    nframes = pixels.shape[0]
-    nbins = indptr.size - 1
-    for k in numba.prange(nbins * nframes):
-        b = order[k // nframes]
-        f = k % nframes
-        start, stop = indptr[b], indptr[b + 1]
-        buf = np.empty((4, stop - start))
-        acc = np.empty(7)
-        _gather(pixels[f], norm, coef, has_coef, start, stop, buf, True, acc)
-        for q in range(7):
-            out[q, f, b] = acc[q]
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
 def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, order, azimuthal, hybrid, cutoff, cycles, out):
-    """Sigma-clip every (frame, bin) (inputs in CSR order, as _bin_sums_kernel); out (7, nframes, nbins) <-
-    sums of the surviving pixels."""
+    """Sigma-clip every (frame, bin): pixels (nframes, nnz, 2) signal and variance and norm (nnz,) in CSR order,
+    bins visited in ``order`` (see _bin_order); out (7, nframes, nbins) <- sums of the surviving pixels.  With
+    ``cycles`` 0 and ``azimuthal`` these are the plain sums of every valid pixel, scatter included."""
     nframes = pixels.shape[0]
     nbins = indptr.size - 1
     for k in numba.prange(nbins * nframes):
@@ -283,7 +267,7 @@ def _csr_inputs(pre: Preprocessed, binning: RadialBinning):
 def bin_sums(pre: Preprocessed, binning: RadialBinning) -> BinSums:
     """Partial sums of every bin for a batch (no clipping); pixels with NaN signal are left out."""
     out = np.empty((7, pre.nframes, binning.nbins))
-    _bin_sums_kernel(*_csr_inputs(pre, binning), out)
+    _sigma_clip_kernel(*_csr_inputs(pre, binning), True, False, 0.0, 0, out)  # no clipping, scatter kept
     return BinSums.from_stack(out)
 
 
