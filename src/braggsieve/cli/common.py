@@ -33,7 +33,7 @@ from typing import Any
 from ..engine.params import ClipParams, CorrectionParams, IntegrationParams
 from ..errors import ParameterError
 from ..params import add_options, from_sources, load_config
-from ..pipeline.setup import RunSetup, build_setup  # noqa: F401  (RunSetup: re-exported)
+from ..pipeline.setup import RunSetup, build_setup
 
 DEVICES = ("cpu", "cuda", "auto")
 # Options of this module that a config table may also give (the parameter dataclasses' fields come on top).

@@ -75,7 +75,7 @@ def _select(peaks: PeakList, keep: np.ndarray) -> PeakList:
 def run_peaks(source, setup, peak_params: PeakParams, veto: VetoParams, cxi_path: str | os.PathLike, *,
               hits_only: bool = False, compression: str | None = None, batch_size: int = 4, plots: bool = True,
               progress: bool | None = None, argv=None) -> PeakRunSummary:
-    """Find the peaks of every frame of ``source`` (io.frames.FrameSource) with ``setup`` (cli.common.RunSetup:
+    """Find the peaks of every frame of ``source`` (io.frames.FrameSource) with ``setup`` (pipeline.setup.RunSetup:
     geometry, binning, corrections, parameters) and write the outputs of :class:`PeakRunOutputs`.
 
     ``progress``: a tqdm bar on stderr (None = only when stderr is a terminal).

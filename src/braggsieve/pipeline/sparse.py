@@ -85,7 +85,7 @@ def open_sparse_writer(path: str | os.PathLike, setup, pick: PickParams, dtype, 
 def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, quantise: float = 0.0,
                  creator_compat: bool = False, compression: str = "zstd", batch_size: int = 8,
                  progress: bool | None = None, argv=None) -> SparsifySummary:
-    """Sparsify every frame of ``source`` (io.frames.FrameSource) with ``setup`` (cli.common.RunSetup) into
+    """Sparsify every frame of ``source`` (io.frames.FrameSource) with ``setup`` (pipeline.setup.RunSetup) into
     ``output``.
 
     ``quantise``: 0 keeps the picked intensities exact; F > 0 rounds each to a power-of-two step of at most
