@@ -169,6 +169,7 @@ class _Slot:
         self.engine = engine
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.event = cp.cuda.Event(disable_timing=True)
+        self.timing = None  # (stage name, CUDA event) pairs of the batch in flight, when profiling
         self.frames_cap = 0
         self.dtype = None
         self.pick_cap = 0
@@ -220,10 +221,10 @@ class _Slot:
 
     def _mark(self, name: str) -> None:
         """Record a timing event (only when the engine's ``stage_ms`` is a dict)."""
-        if self.marks is not None:
+        if self.timing is not None:
             event = cp.cuda.Event()
             event.record(self.stream)
-            self.marks.append((name, event))
+            self.timing.append((name, event))
 
     def _copy(self, dst, src, nbytes: int, kind: int) -> None:
         dptr = dst.data.ptr if isinstance(dst, cp.ndarray) else dst.ctypes.data
@@ -238,7 +239,7 @@ class _Slot:
         n = frames.shape[0]
         dtype = np.dtype(frames.dtype)
         self._ensure(n, dtype)
-        self.marks = [] if e.stage_ms is not None else None
+        self.timing = [] if e.stage_ms is not None else None
         self._mark("start")
         self.n, self.sparse, self.peaks = n, sparse, peaks
         if isinstance(frames, cp.ndarray):
@@ -353,8 +354,8 @@ class _Slot:
         n = self.n
         nbins = e.binning.nbins
         self.event.synchronize()
-        if self.marks:
-            for (_, before), (name, after) in zip(self.marks, self.marks[1:]):
+        if self.timing:
+            for (_, before), (name, after) in zip(self.timing, self.timing[1:]):
                 e.stage_ms[name] = e.stage_ms.get(name, 0.0) + cp.cuda.get_elapsed_time(before, after)
         npick, npeak = int(self.h_fptr[0, n]), int(self.h_fptr[1, n])
         if npick > self.pick_cap or npeak > self.peak_cap:  # rare: grow and compact again
