@@ -37,9 +37,11 @@ def register(subparsers) -> None:
     group.add_argument("--fabio-compatible", action="store_true",
                        help="write a root 'creator' starting with 'pyFAI' so that fabio.open and FabIO's "
                             "densify-Bragg recognise the file (it says braggsieve wrote it)")
-    group.add_argument("--compression", choices=("zstd", "bslz4"), default="zstd",
-                       help="codec: zstd (Blosc2 shuffle + zstd: about 25%% smaller) or bslz4 (bitshuffle-LZ4 "
-                            "everywhere, as pyFAI writes); both come with hdf5plugin (default: zstd)")
+    group.add_argument("--compression", choices=("bytedelta", "zstd", "bslz4"), default="bytedelta",
+                       help="codec of every dataset: bytedelta (HDF5 shuffle, then Blosc2 byte-delta + zstd: "
+                            "the smallest, needs c-blosc2 >= 2.10 in the reader's hdf5plugin), zstd (Blosc2 "
+                            "shuffle + zstd: about 25%% larger) or bslz4 (bitshuffle-LZ4 everywhere, as pyFAI "
+                            "writes: about 2x larger); all come with hdf5plugin (default: bytedelta)")
     group.add_argument("--batch-size", type=int, default=8, metavar="N",
                        help="frames processed together; memory grows by about 25 bytes per pixel per frame "
                             "(default: 8)")

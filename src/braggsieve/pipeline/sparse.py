@@ -83,14 +83,14 @@ def open_sparse_writer(path: str | os.PathLike, setup, pick: PickParams, dtype, 
                         configuration=config, provenance=provenance, instrument=instrument, **options)
 
 def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, quantise: float = 0.0,
-                 creator_compat: bool = False, compression: str = "zstd", batch_size: int = 8,
+                 creator_compat: bool = False, compression: str = "bytedelta", batch_size: int = 8,
                  progress: bool | None = None, argv=None) -> SparsifySummary:
     """Sparsify every frame of ``source`` (io.frames.FrameSource) with ``setup`` (pipeline.setup.RunSetup) into
     ``output``.
 
     ``quantise``: 0 keeps the picked intensities exact; F > 0 rounds each to a power-of-two step of at most
-    F times its own Poisson sigma (see engine.pick.quantise_intensities).  ``compression``: ``zstd`` or
-    ``bslz4`` (io.sparse.CODECS).
+    F times its own Poisson sigma (see engine.pick.quantise_intensities).  ``compression``: ``bytedelta``,
+    ``zstd`` or ``bslz4`` (io.sparse.CODECS).
     """
     from tqdm import tqdm
 
