@@ -164,27 +164,23 @@ def _gauss_fit(v, var_bg, i, j, half, sigma, start_r, start_c):
 
 @nb.njit(cache=True)
 def _variants(v, var_bg, ii, jj, start, out):
-    """out[k, m, :] = estimator m's (row, col) for peak k (m: see VARIANTS)."""
+    """out[k, m, :] = estimator m's (row, col) for peak k (m: see VARIANTS); ``var_bg`` (k,) is the background
+    pixel variance at each peak."""
     for k in range(ii.size):
         i, j = ii[k], jj[k]
-        r0, c0 = start[k, 0], start[k, 1]
         out[k, 0] = _windowed(v, i, j, 1, 0.0, i, j)
         out[k, 1] = _windowed(v, i, j, 2, 0.0, i, j)
-        out[k, 2] = _windowed(v, i, j, 2, 0.8, r0, c0)
-        out[k, 3] = _windowed(v, i, j, 2, 1.2, r0, c0)
-        out[k, 4] = _windowed(v, i, j, 3, 1.2, r0, c0)
-        out[k, 5] = _windowed(v, i, j, 3, 1.4, r0, c0)
-        out[k, 6] = _windowed(v, i, j, 3, 1.6, r0, c0)
-        out[k, 7] = _windowed(v, i, j, 3, 1.8, r0, c0)
-        out[k, 8] = _windowed(v, i, j, 4, 1.6, r0, c0)
-        out[k, 9] = _windowed(v, i, j, 4, 2.0, r0, c0)
-        out[k, 10] = _gauss_fit(v, var_bg[k], i, j, 2, 1.0, r0, c0)
-        out[k, 11] = _gauss_fit(v, var_bg[k], i, j, 3, 1.0, r0, c0)
-        out[k, 12] = _gauss_fit(v, var_bg[k], i, j, 3, 1.2, r0, c0)
+        r0, c0 = out[k, 1, 0], out[k, 1, 1]  # every other estimator starts there, as the engine's does
+        for m, (half, sigma_w) in enumerate(((2, 0.8), (2, 1.0), (2, 1.2), (3, 1.2), (3, 1.4), (3, 1.6), (3, 1.8),
+                                             (4, 1.6), (4, 2.0))):
+            out[k, 2 + m] = _windowed(v, i, j, half, sigma_w, r0, c0)
+        out[k, 11] = _gauss_fit(v, var_bg[k], i, j, 2, 1.0, r0, c0)
+        out[k, 12] = _gauss_fit(v, var_bg[k], i, j, 3, 1.0, r0, c0)
+        out[k, 13] = _gauss_fit(v, var_bg[k], i, j, 3, 1.2, r0, c0)
 
 
-VARIANTS = ("plain centroid 3x3", "plain centroid 5x5", "window 0.8 px, 5x5", "window 1.2 px, 5x5",
-            "window 1.2 px, 7x7", "window 1.4 px, 7x7", "window 1.6 px, 7x7", "window 1.8 px, 7x7",
+VARIANTS = ("plain centroid 3x3", "plain centroid 5x5", "window 0.8 px, 5x5", "window 1.0 px, 5x5 (before)",
+            "window 1.2 px, 5x5", "window 1.2 px, 7x7", "window 1.4 px, 7x7", "window 1.6 px, 7x7", "window 1.8 px, 7x7",
             "window 1.6 px, 9x9", "window 2.0 px, 9x9", "Gaussian fit sigma 1.0, 5x5",
             "Gaussian fit sigma 1.0, 7x7", "Gaussian fit sigma 1.2, 7x7")
 
@@ -388,7 +384,7 @@ def main(argv=None):
     print(f"\n{'estimator (same peaks)':34s} {'RMS px':>7s} {'SNR 5-10':>8s} {'10-20':>6s} {'>= 20':>6s} "
           f"{'worst 1%':>8s}")
     res["estimators"] = {}
-    for name, e in [("braggsieve (window 1.0 px, 5x5)", err)] + [(n, r["variants"][:, m]) for m, n in
+    for name, e in [("braggsieve (window 1.5 px, 7x7)", err)] + [(n, r["variants"][:, m]) for m, n in
                                                                   enumerate(VARIANTS)]:
         e2 = np.sum(e ** 2, axis=1)
         worst = np.sort(e2)[::-1]

@@ -45,9 +45,12 @@ Per peak:
     rather than on the brightest pixel, its content does not jump when noise moves the maximum;
   * sigma = sqrt(sum var_p * gain^2 + (sum norm * gain)^2 * sem(r)^2): the pixel variances of the error model
     (photons^2, converted to counts^2) plus the uncertainty of the background level; snr = intensity / sigma;
-  * row, col: Gaussian-windowed centroid (window rms 1 px, iterated to its fixed point, over the valid pixels
-    of the 5x5 box around the maximum), pixel centres at integer indices; it is unbiased for symmetric spots
-    and, unlike a plain centroid, weights down the noise of the outer pixels;
+  * row, col: Gaussian-windowed centroid (window rms 1.3 px, over the valid pixels of the 7x7 box around the
+    maximum, iterated to its fixed point from the centroid of the positive excess of the 5x5 box), pixel
+    centres at integer indices; it is unbiased for symmetric spots and, unlike a plain centroid, weights down
+    the noise of the outer pixels.  The window is wider than the spot on purpose: the fixed point's noise
+    grows as (1 + sigma_spot^2 / sigma_window^2); measured on simulated spots of rms 0.5, 1.0 and 1.6 px
+    (benchmarks/peaks_centroid.py, docs/peaks.md), 1.3 px is within 1.1-1.25x the Cramer-Rao bound on all;
   * maximum = v * norm * gain of the peak pixel; background = bg(r) * norm * gain there (counts per pixel);
     resolution = d-spacing (Angstrom) of the pixel nearest the centroid.
 """
@@ -102,8 +105,9 @@ class PeakParams:
 
 # Columns of the per-peak float output of the kernel, in this order.
 _ROW, _COL, _INT, _SIG, _MAX, _BG, _RES = range(7)
-_WINDOW_SIGMA = 1.0  # rms width (px) of the Gaussian window of the centroid
-_CENTROID_HALF = 2   # the centroid uses the 5x5 box around the maximum
+_WINDOW_SIGMA = 1.3  # rms width (px) of the Gaussian window of the centroid (benchmarks/peaks_centroid.py)
+_CENTROID_HALF = 3   # the centroid uses the 7x7 box around the maximum
+_START_HALF = 2      # and starts from the centroid of the positive excess of the 5x5 box
 _BOX_HALF = 2        # the intensity is summed over the 5x5 box around the pixel nearest the centroid
 
 
@@ -286,16 +290,17 @@ def _mark_peaks(v, mark, norm, radius, std, r0, step, noise, half, cutoff, sprea
 
 @nb.njit(cache=True, inline="always")
 def _centroid(v, zinger, f, i, j):
-    """Gaussian-windowed centroid (row, col) around pixel (f, i, j), iterated to its fixed point; falls back
-    to the centroid of the positive excess when the window's weighted sum is not positive."""
+    """Gaussian-windowed centroid (row, col) over the 7x7 box around pixel (f, i, j), iterated to its fixed
+    point from the centroid of the positive excess of the 5x5 box; stops at the last estimate when the window's
+    weighted sum is not positive or the estimate leaves the peak pixel's neighbourhood (> 1 px)."""
     n, ny, nx = v.shape
     i0, i1 = max(i - _CENTROID_HALF, 0), min(i + _CENTROID_HALF + 1, ny)
     j0, j1 = max(j - _CENTROID_HALF, 0), min(j + _CENTROID_HALF + 1, nx)
     wsum = 0.0
     wi = 0.0
     wj = 0.0
-    for ii in range(i0, i1):
-        for jj in range(j0, j1):
+    for ii in range(max(i - _START_HALF, 0), min(i + _START_HALF + 1, ny)):
+        for jj in range(max(j - _START_HALF, 0), min(j + _START_HALF + 1, nx)):
             if _usable(v, zinger, f, ii, jj) and v[f, ii, jj] > 0:
                 wsum += v[f, ii, jj]
                 wi += v[f, ii, jj] * ii
