@@ -52,32 +52,38 @@ from .atomic import atomic_output
 ENTRY = "entry_0000"
 NXDATA = "sparse_frames"
 REQUIRED = ("mask", "frame_ptr", "index", "intensity")
-_BLOSC2_BYTEDELTA = 35  # c-blosc2's byte-delta filter (fixed version, c-blosc2 >= 2.10)
+_BLOSC2_NOFILTER, _BLOSC2_SHUFFLE, _BLOSC2_BITSHUFFLE = 0, 1, 2
+_BLOSC2_BYTEDELTA = 35  # c-blosc2's byte-delta filter (the fixed one, c-blosc2 >= 2.10)
 _BLOSC2_ZSTD = 5
 
 
-def _shuffle_bytedelta(clevel: int) -> dict[str, Any]:
-    """h5py dataset options: HDF5's byte shuffle over the chunk, then Blosc2 with its byte-delta filter and zstd.
-
-    The shuffle gathers each byte plane of the chunk; byte-delta then stores the difference of consecutive bytes
-    of a plane, which for the lowest plane of sorted indices is the gap between neighbours (modulo 256), and
-    for smooth maps the step between neighbouring pixels.  hdf5plugin's ``Blosc2`` class does not list the
-    filter, so the HDF5 filter values are given directly (clevel, filter, compressor); decoding needs only the
-    Blosc2 plugin that hdf5plugin installs."""
-    return {"shuffle": True, "compression": hdf5plugin.BLOSC2_ID,
-            "compression_opts": (0, 0, 0, 0, clevel, _BLOSC2_BYTEDELTA, _BLOSC2_ZSTD)}
+def _blosc2(clevel: int, blosc_filter: int, shuffle_first: bool = False) -> dict[str, Any]:
+    """h5py dataset options for Blosc2 + zstd at ``clevel`` with ``blosc_filter``, after HDF5's own byte shuffle
+    of the whole chunk when ``shuffle_first``.  hdf5plugin's ``Blosc2`` class does not list byte-delta, so the
+    HDF5 filter values are given directly; decoding needs only the Blosc2 plugin that hdf5plugin installs."""
+    return {"shuffle": shuffle_first, "compression": hdf5plugin.BLOSC2_ID,
+            "compression_opts": (0, 0, 0, 0, clevel, blosc_filter, _BLOSC2_ZSTD)}
 
 
-# (per-frame arrays, static per-pixel maps) -> h5py dataset options.  Measured on 20 simulated Eiger 4M hits
-# (3.9 M stored pixels; docs/sparse.md): bytes per stored pixel for index / intensity: bytedelta 0.69 / 0.51,
-# zstd 0.88 / 0.56, bslz4 1.43 / 0.71; the radius map at bin/4: 0.60 / 1.50 / 5.1 MB.  Higher zstd levels
-# buy 1-4 % more for 2-10x the time.  ``bslz4`` writes everything with bitshuffle-LZ4 as pyFAI does, ``zstd``
-# (Blosc2 shuffle/bitshuffle + zstd) suits readers whose c-blosc2 predates 2.10.
+# Codec name -> h5py dataset options for the per-frame arrays ("frames"), the stored intensities when they were
+# rounded by --quantise ("rounded") and the static per-pixel maps ("maps").
+# bytedelta: HDF5's shuffle gathers each byte plane of a chunk, then Blosc2's byte-delta stores the difference
+# of consecutive bytes of a plane -- for the lowest plane of sorted indices the gap to the previous index
+# (modulo 256), for a smooth map the step between neighbouring pixels -- and zstd packs the result.  Rounded
+# intensities have mostly-zero low bits that the delta would scramble: shuffle + zstd alone suits them.
+# Measured on 20 simulated Eiger 4M hits (3.9 M stored pixels, docs/sparse.md): bytes per stored pixel for
+# index / intensity: bytedelta 0.69 / 0.51, zstd 0.88 / 0.56, bslz4 1.43 / 0.71; radius map at bin/4: 0.60 /
+# 1.50 / 5.1 MB.  zstd levels above 6 buy 1-7 % for 2-10x the time.  ``zstd`` suits readers whose c-blosc2
+# predates 2.10; ``bslz4`` writes everything with bitshuffle-LZ4 as pyFAI does.
+_ZSTD_FRAMES = dict(hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE))
+_BSLZ4 = dict(hdf5plugin.Bitshuffle(cname="lz4"))
 CODECS = {
-    "bytedelta": (_shuffle_bytedelta(6), _shuffle_bytedelta(6)),
-    "zstd": (dict(hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE)),
-             dict(hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.BITSHUFFLE))),
-    "bslz4": (dict(hdf5plugin.Bitshuffle(cname="lz4")), dict(hdf5plugin.Bitshuffle(cname="lz4"))),
+    "bytedelta": {"frames": _blosc2(6, _BLOSC2_BYTEDELTA, shuffle_first=True),
+                  "rounded": _blosc2(6, _BLOSC2_NOFILTER, shuffle_first=True),
+                  "maps": _blosc2(6, _BLOSC2_BYTEDELTA, shuffle_first=True)},
+    "zstd": {"frames": _ZSTD_FRAMES, "rounded": _ZSTD_FRAMES,
+             "maps": dict(hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.BITSHUFFLE))},
+    "bslz4": {"frames": _BSLZ4, "rounded": _BSLZ4, "maps": _BSLZ4},
 }
 _CHUNK_PIXELS = 1 << 18   # index/intensity chunk (1 MB of uint32)
 _TEXT = h5py.string_dtype()
@@ -155,16 +161,19 @@ class SparseWriter:
         creator_compat: write a root ``creator`` that FabIO's ``fabio.open`` recognises (see module docstring).
         radius_fraction: the radius map is rounded to at most 1/radius_fraction of a bin (0 = exact float32).
         compression: a key of :data:`CODECS`: ``bytedelta`` (default), ``zstd`` or ``bslz4`` (as pyFAI).
+        rounded: the intensities were rounded to power-of-two steps (engine.pick.quantise_intensities), which
+            compress better without the byte-delta filter.
     """
 
     def __init__(self, path: str | os.PathLike, *, radius_map: np.ndarray, radial: np.ndarray, unit: str,
                  dtype, normalization: np.ndarray | None = None, dummy=None,
                  configuration: dict[str, Any] | None = None, provenance=None,
                  instrument: dict[str, float] | None = None, creator_compat: bool = False,
-                 radius_fraction: int = 4, compression: str = "bytedelta"):
+                 radius_fraction: int = 4, compression: str = "bytedelta", rounded: bool = False):
         if compression not in CODECS:
             raise ValueError(f"unknown compression {compression!r}; choose one of {', '.join(CODECS)}")
-        self._per_frame, self._static = CODECS[compression]
+        self._codec = CODECS[compression]
+        self._rounded = rounded
         self.path = os.fspath(path)
         self.shape = tuple(radius_map.shape)
         self.dtype = np.dtype(dtype)
@@ -222,12 +231,12 @@ class SparseWriter:
         width = (self._radial[-1] - self._radial[0]) / (len(self._radial) - 1) if len(self._radial) > 1 else 1.0
         rmap = (quantised_radius(self._radius_map, width, self._radius_fraction) if self._radius_fraction
                 else np.asarray(self._radius_map, np.float32))
-        mask = data.create_dataset("mask", data=rmap, chunks=(min(256, self.shape[0]), self.shape[1]), **self._static)
+        mask = data.create_dataset("mask", data=rmap, chunks=(min(256, self.shape[0]), self.shape[1]), **self._codec["maps"])
         mask.attrs.update({"interpretation": "image", "unit": self._unit,
                            "long_name": "radial position of each pixel centre; NaN = masked pixel"})
         if self._normalization is not None:
             norm = data.create_dataset("normalization", data=rounded_mantissa(self._normalization),
-                                       chunks=(min(256, self.shape[0]), self.shape[1]), **self._static)
+                                       chunks=(min(256, self.shape[0]), self.shape[1]), **self._codec["maps"])
             norm.attrs["interpretation"] = "image"
         dummy = self._dummy
         if dummy is None:
@@ -240,13 +249,15 @@ class SparseWriter:
         data, sources = self._h5[f"{ENTRY}/{NXDATA}"], self._h5[f"{ENTRY}/sources"]
         nbins = len(self._radial)
         rows = max(1, min(64, (1 << 16) // max(nbins, 1)))
+        frames = self._codec["frames"]
         self._appenders = {
-            "index": _ChunkAppender(data, "index", np.uint32, (), _CHUNK_PIXELS, self._per_frame),
-            "intensity": _ChunkAppender(data, "intensity", self.dtype, (), _CHUNK_PIXELS, self._per_frame),
-            "background_avg": _ChunkAppender(data, "background_avg", np.float32, (nbins,), rows, self._per_frame),
-            "background_std": _ChunkAppender(data, "background_std", np.float32, (nbins,), rows, self._per_frame),
-            "file_number": _ChunkAppender(sources, "file_number", np.int32, (), 4096, self._per_frame),
-            "frame_index": _ChunkAppender(sources, "frame_index", np.int64, (), 4096, self._per_frame),
+            "index": _ChunkAppender(data, "index", np.uint32, (), _CHUNK_PIXELS, frames),
+            "intensity": _ChunkAppender(data, "intensity", self.dtype, (), _CHUNK_PIXELS,
+                                        self._codec["rounded"] if self._rounded else frames),
+            "background_avg": _ChunkAppender(data, "background_avg", np.float32, (nbins,), rows, frames),
+            "background_std": _ChunkAppender(data, "background_std", np.float32, (nbins,), rows, frames),
+            "file_number": _ChunkAppender(sources, "file_number", np.int32, (), 4096, frames),
+            "frame_index": _ChunkAppender(sources, "frame_index", np.int64, (), 4096, frames),
         }
 
     def append(self, sparse: SparseFrames, sources: Sequence[str], file_number: np.ndarray,

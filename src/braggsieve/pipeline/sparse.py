@@ -80,7 +80,8 @@ def open_sparse_writer(path: str | os.PathLike, setup, pick: PickParams, dtype, 
     return SparseWriter(path, radius_map=setup.binning.pixel_radius, radial=setup.binning.radial,
                         unit=setup.binning.unit, dtype=sparse_dtype(dtype),
                         normalization=dense_normalization(setup.corrections), dummy=correction.dummy,
-                        configuration=config, provenance=provenance, instrument=instrument, **options)
+                        configuration=config, provenance=provenance, instrument=instrument, rounded=quantise > 0,
+                        **options)
 
 def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, quantise: float = 0.0,
                  creator_compat: bool = False, compression: str = "bytedelta", batch_size: int = 8,
