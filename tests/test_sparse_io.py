@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import h5py
+import hdf5plugin
 import numpy as np
 import pytest
 
@@ -40,12 +41,13 @@ def _write(path, radius, radial, norm, batches, **kw):
             writer.append(batch, ["a.h5", "b.h5"], [number % 2], [number // 2])
 
 
-@pytest.mark.parametrize("dtype,compression", [(np.uint32, "zstd"), (np.int32, "zstd"), (np.float32, "zstd"),
-                                               (np.uint32, "bslz4")])
-def test_fabio_reads_braggsieve_files_and_densifies_identically(tmp_path, dtype, compression):
+@pytest.mark.parametrize("dtype,options", [(np.uint32, {}), (np.int32, {}), (np.float32, {}),
+                                           (np.uint32, {"rounded": True}), (np.uint32, {"compression": "zstd"}),
+                                           (np.float32, {"compression": "zstd"}), (np.uint32, {"compression": "bslz4"})])
+def test_fabio_reads_braggsieve_files_and_densifies_identically(tmp_path, dtype, options):
     radius, radial, norm, batches = _frames(dtype=dtype)
     path = tmp_path / "s.h5"
-    _write(path, radius, radial, norm, batches, compression=compression)
+    _write(path, radius, radial, norm, batches, **options)
     image = SparseImage()
     image.read(str(path))
     assert image.nframes == len(batches)
@@ -69,6 +71,80 @@ def test_fabio_reads_braggsieve_files_and_densifies_identically(tmp_path, dtype,
     assert np.array_equal(finite, np.isfinite(image.mask))
     assert np.max(np.abs(image.mask[finite] - radius[finite])) <= step / 8
     assert np.max(np.abs(image.normalization / norm - 1)) <= 2 ** -10
+
+
+def _filters(dataset):
+    """{HDF5 filter id: its values} of ``dataset``'s pipeline, in order."""
+    plist = dataset.id.get_create_plist()
+    return dict(plist.get_filter(i)[:3:2] for i in range(plist.get_nfilters()))
+
+
+def test_default_codec_is_shuffle_then_blosc2_bytedelta(tmp_path):
+    radius, radial, norm, batches = _frames()
+    _write(tmp_path / "s.h5", radius, radial, norm, batches)
+    _write(tmp_path / "r.h5", radius, radial, norm, batches, rounded=True)
+    with h5py.File(tmp_path / "s.h5") as h5, h5py.File(tmp_path / "r.h5") as rounded:
+        data = h5["entry_0000/sparse_frames"]
+        for name in ("index", "intensity", "background_avg", "mask", "normalization"):
+            filters = _filters(data[name])
+            assert list(filters) == [h5py.h5z.FILTER_SHUFFLE, hdf5plugin.BLOSC2_ID], name
+            assert filters[hdf5plugin.BLOSC2_ID][4:7] == (6, 35, 5), name  # zstd level 6, byte-delta, zstd
+        stored = _filters(rounded["entry_0000/sparse_frames/intensity"])  # rounded values: no byte-delta
+        assert list(stored) == [h5py.h5z.FILTER_SHUFFLE, hdf5plugin.BLOSC2_ID]
+        assert stored[hdf5plugin.BLOSC2_ID][4:7] == (6, 0, 5)
+
+
+def test_batches_across_chunk_boundaries_are_stored_in_order(tmp_path, monkeypatch):
+    """Many small batches crossing the chunks (whole chunks written as they fill, the tail at the end) give the
+    same arrays as one batch."""
+    import braggsieve.io.sparse as sparse_io
+
+    monkeypatch.setattr(sparse_io, "_CHUNK_PIXELS", 512)
+    rng = np.random.default_rng(5)
+    radius, radial, norm, _ = _frames()
+    frames = []
+    for f in range(60):
+        count = int(rng.integers(0, 150))
+        index = np.sort(rng.choice(radius.size, count, replace=False)).astype(np.uint32)
+        bg = np.full((1, len(radial)), 2.0 + f, np.float32)
+        frames.append(SparseFrames(np.array([0, count]), index, rng.poisson(100, count).astype(np.uint32), bg, bg,
+                                   radial, "r_mm"))
+    ptr = np.concatenate([[0], np.cumsum([len(f.index) for f in frames])])
+    _write(tmp_path / "many.h5", radius, radial, norm, frames)
+    with SparseFile(tmp_path / "many.h5") as many:
+        batch = many.read(0)
+        np.testing.assert_array_equal(batch.frame_ptr, ptr)
+        np.testing.assert_array_equal(batch.index, np.concatenate([f.index for f in frames]))
+        np.testing.assert_array_equal(batch.intensity, np.concatenate([f.intensity for f in frames]))
+        np.testing.assert_array_equal(batch.background_avg, np.concatenate([f.background_avg for f in frames]))
+        files, number, index = many.sources
+        np.testing.assert_array_equal(number, np.arange(60) % 2)
+        np.testing.assert_array_equal(index, np.arange(60) // 2)
+
+
+def test_rounded_radius_map_moves_the_densified_background_by_at_most_an_eighth_of_a_bin_step(tmp_path):
+    """The radius map is stored to at most 1/4 bin, so a pixel's background, interpolated linearly between bin
+    centres, moves by at most 1/8 of the largest change between neighbouring bins (times the normalisation)."""
+    radius, radial, norm, batches = _frames(nframes=1)
+    bg = (50 * np.exp(-radial) + 4 + 1.5 * np.sin(7 * radial)).astype(np.float32)[None]  # steep and wavy
+    frame = SparseFrames(np.array([0, 0]), np.zeros(0, np.uint32), np.zeros(0, np.uint32), bg, np.sqrt(bg),
+                         radial, "r_mm")
+    dense = []
+    for fraction in (0, 4):
+        path = tmp_path / f"r{fraction}.h5"
+        _write(path, radius, radial, norm, [frame], radius_fraction=fraction)
+        with SparseFile(path) as sparse:
+            assert np.array_equal(sparse.radius_map, radius, equal_nan=True) == (fraction == 0)
+            densify = Densifier(sparse.radius_map, sparse.radial, normalization=sparse.normalization,
+                                dtype=np.float32, dummy=np.float32(np.nan))
+            batch = sparse.read(0)
+            dense.append(densify(batch.background_avg, None, batch.frame_ptr, batch.index, batch.intensity)[0])
+    exact, rounded = dense
+    ok = np.isfinite(exact) & np.isfinite(rounded)
+    assert ok.sum() > 0.9 * np.isfinite(radius).sum()
+    step = np.abs(np.diff(bg[0].astype(np.float64))).max()
+    diff = np.abs(rounded[ok].astype(np.float64) - exact[ok])
+    assert 0 < diff.max() <= step / 8 * norm[ok].max() * (1 + 1e-3) + 1e-4
 
 
 def test_fabio_open_recognises_only_the_compatible_creator(tmp_path):

@@ -110,11 +110,10 @@ def rounded_mantissa(values: np.ndarray, bits: int = 9) -> np.ndarray:
 
 class _ChunkAppender:
     """Rows appended to a resizable chunked dataset, written as whole chunks (the tail, less than one chunk, is
-    held in memory until :meth:`flush`).
+    held in memory until :meth:`flush`), so that each chunk is compressed and written once.
 
-    HDF5 does not reuse the space of a compressed chunk that is rewritten, so extending a partial chunk batch
-    after batch leaves its earlier copies in the file as dead bytes (0.2 MB of an 8 MB file of 20 Eiger 4M
-    frames written in batches of 8); writing each chunk once avoids them."""
+    Measured on 20 Eiger 4M frames in batches of 8: the earlier writer (dataset created from the first batch,
+    then grown batch by batch) left the file 0.1 MB larger than its datasets for the same stored bytes."""
 
     def __init__(self, group: h5py.Group, name: str, dtype, row_shape: tuple[int, ...], chunk_rows: int,
                  filters: dict[str, Any]):
