@@ -308,14 +308,18 @@ def _centroid(v, zinger, f, i, j):
     row = wi / wsum
     col = wj / wsum
     inv = 0.5 / (_WINDOW_SIGMA * _WINDOW_SIGMA)
+    col_weight = np.empty(j1 - j0)  # the window is separable: one exp per row and per column
     for _ in range(20):
         wsum = 0.0
         wi = 0.0
         wj = 0.0
+        for jj in range(j0, j1):
+            col_weight[jj - j0] = np.exp(-(jj - col) ** 2 * inv)
         for ii in range(i0, i1):
+            row_weight = np.exp(-(ii - row) ** 2 * inv)
             for jj in range(j0, j1):
                 if _usable(v, zinger, f, ii, jj):
-                    w = v[f, ii, jj] * np.exp(-((ii - row) ** 2 + (jj - col) ** 2) * inv)
+                    w = v[f, ii, jj] * row_weight * col_weight[jj - j0]
                     wsum += w
                     wi += w * ii
                     wj += w * jj
