@@ -33,15 +33,17 @@ def register(subparsers) -> None:
     group.add_argument("--quantise", type=float, default=0.0, metavar="F",
                        help="noise-aware lossy rounding of the stored intensities to a power-of-two step of at "
                             "most F times the pixel's own Poisson sigma (0 = exact values; 1 adds at most 8%% "
-                            "to a pixel's variance and compresses better); default: 0")
+                            "to a pixel's variance: on 20 simulated Eiger 4M hits 8.0x instead of 7.2x, spot CC "
+                            "0.9996, background sigma -1.4%%; 2: 8.7x, sigma -2.3%%; see docs/sparse.md); "
+                            "default: 0")
     group.add_argument("--fabio-compatible", action="store_true",
                        help="write a root 'creator' starting with 'pyFAI' so that fabio.open and FabIO's "
                             "densify-Bragg recognise the file (it says braggsieve wrote it)")
     group.add_argument("--compression", choices=("bytedelta", "zstd", "bslz4"), default="bytedelta",
                        help="codec of every dataset: bytedelta (HDF5 shuffle, then Blosc2 byte-delta + zstd: "
                             "the smallest, needs c-blosc2 >= 2.10 in the reader's hdf5plugin), zstd (Blosc2 "
-                            "shuffle + zstd: about 25%% larger) or bslz4 (bitshuffle-LZ4 everywhere, as pyFAI "
-                            "writes: about 2x larger); all come with hdf5plugin (default: bytedelta)")
+                            "shuffle + zstd, for older readers: 1.4x larger) or bslz4 (bitshuffle-LZ4 everywhere, "
+                            "as pyFAI writes: 2.6x larger); all come with hdf5plugin (default: bytedelta)")
     group.add_argument("--batch-size", type=int, default=8, metavar="N",
                        help="frames processed together; memory grows by about 25 bytes per pixel per frame "
                             "(default: 8)")

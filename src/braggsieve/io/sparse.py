@@ -19,14 +19,15 @@ Layout written (one file for any number of input files; ``E = /entry_0000``, ``S
     E/sparsify (NXprocess) provenance; configuration/data = JSON {"geometry", "sparsify", "parameters"}
     E/sources (NXcollection) files (str), file_number int32 (nframes,), frame_index int64 (nframes,)
 
-Per-frame arrays are chunked, compressed with Blosc2 (byte shuffle + zstd) and grown as batches arrive
-(memory stays bounded).  The static per-pixel maps (``mask``, ``normalization``) are the fixed cost of every
-file -- about 10 and 27 MB for an Eiger 4M in pyFAI's float32/float64 -- so they are stored smaller: ``mask``
-is rounded to a power-of-two quantum of at most 1/4 of a bin (a position error of at most 1/8 bin: the
-interpolated background moves by 1/8 of its change between two bins), ``normalization`` to 9 mantissa bits
-(relative error < 1e-3: 0.04 counts on a background of 40 counts, whose noise is 6.3), both compressed with
-Blosc2 (bitshuffle + zstd): 1.5 + 0.7 MB for an Eiger 4M.  Blosc2 ships with hdf5plugin, which any reader of pyFAI's bitshuffle
-files already needs.
+Per-frame arrays are chunked and grown as batches arrive, whole chunks at a time (memory stays bounded).  The
+static per-pixel maps (``mask``, ``normalization``) are the fixed cost of every file -- about 10 and 27 MB for
+an Eiger 4M in pyFAI's float32/float64 -- so they are stored smaller: ``mask`` is rounded to a power-of-two
+quantum of at most 1/4 of a bin (a position error of at most 1/8 bin: the interpolated background moves by at
+most 1/8 of its change between two bins), ``normalization`` to 9 mantissa bits (relative error < 1e-3: 0.04
+counts on a background of 40 counts, whose noise is 6.3).  Every dataset goes through one codec of
+:data:`CODECS`; the default, ``bytedelta`` (HDF5 byte shuffle, then Blosc2 byte-delta + zstd), stores the two
+maps of an Eiger 4M in 0.6 + 0.5 MB.  Blosc2 ships with hdf5plugin, which any reader of pyFAI's bitshuffle files
+already needs; byte-delta needs its c-blosc2 to be 2.10 or newer.
 
 FabIO recognises such files by their root ``creator`` starting with "pyFAI"; braggsieve writes its own name
 there unless the user explicitly asks for ``creator_compat`` (``--fabio-compatible``), which writes
