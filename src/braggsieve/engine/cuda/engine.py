@@ -126,20 +126,16 @@ class _Static:
         self.cdark = in_csr(corrections.dark)
         self.cdvar = in_csr(corrections.dark_variance)
         self.cgain = in_csr(gain_map)
-        # fractional bin position of each pixel, NaN where the pixel is masked or outside the radial range,
-        # computed as peaks.find_peaks ((r - r0) / step, r <= hi) and pick.pick_pixels ((r - r0) * (1 / step),
-        # r < hi) do
+        # the kernels form each pixel's fractional bin position from its float32 radius as peaks.find_peaks
+        # ((r - r0) / step, r_lo <= r <= r_hi) and pick.pick_pixels ((r - r0) * (1 / step), r_lo <= r < r_hi) do
         radial = np.asarray(binning.radial, np.float64)
-        r = np.asarray(binning.pixel_radius, np.float32).ravel().astype(np.float64)
+        r32 = np.asarray(binning.pixel_radius, np.float32).ravel()
+        self.radius = cp.asarray(r32)
         lo, hi = (float(v) for v in binning.radial_range)
-        step_peaks = float(radial[1] - radial[0]) if len(radial) > 1 else 0.0
-        step_pick = radial[1] - radial[0] if len(radial) > 1 else 1.0
-        with np.errstate(invalid="ignore"):
-            peak_pos = (r - radial[0]) / step_peaks if step_peaks > 0 else np.zeros_like(r)
-            pick_pos = (r - radial[0]) * (1.0 / step_pick)
-            self.fpos_peak = cp.asarray(np.where((r >= lo) & (r <= hi), peak_pos, np.nan))
-            pick_range = (r >= lo) & (r < hi)
-            self.fpos_pick = cp.asarray(np.where(pick_range, pick_pos, np.nan))
+        step = float(radial[1] - radial[0]) if len(radial) > 1 else 0.0
+        self.radial_par = (float(radial[0]), step, 1.0 / (step if len(radial) > 1 else 1.0), lo, hi)
+        r = r32.astype(np.float64)
+        pick_range = (r >= lo) & (r < hi)
         self.radial = cp.asarray(radial)
         self.shape = (ny, nx)
         self.nwords = (nx + 31) // 32
@@ -159,6 +155,7 @@ class _Static:
         values[kernels.PAR_SATURATION] = np.inf if corrections.saturation is None else float(corrections.saturation)
         values[kernels.PAR_NMARKERS] = len(markers)
         values[kernels.PAR_MARKER0:kernels.PAR_MARKER0 + len(markers)] = markers
+        values[kernels.PAR_R0:kernels.PAR_R_HI + 1] = self.radial_par
         return cp.asarray(values)
 
 
@@ -293,9 +290,9 @@ class _Slot:
         self._mark("tables")
         pk, pp = e.peak_params, e.pick_params
         grow = self.sparse and pp.cutoff_spot > 0
-        fns["pixel"]((n * ny * ((nx + PIX_BLOCK - 1) // PIX_BLOCK),), (PIX_BLOCK,),
+        fns["pixel"]((n, (nx + PIX_BLOCK - 1) // PIX_BLOCK, ny), (PIX_BLOCK,),
                      (d_frames, np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm,
-                      s.fpos_peak, s.fpos_pick, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof,
+                      s.radius, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof,
                       self.filled, np.int32(nbins), np.float64(pp.noise), np.float64(pp.cutoff_pick),
                       np.float64(pp.cutoff_spot), np.float64(pk.noise), np.float64(pk.cutoff_peak),
                       np.int32(self.sparse), np.int32(self.peaks), self.words[0], self.words[2] if grow else _NULL,
@@ -308,7 +305,7 @@ class _Slot:
         if self.peaks:
             fns["peak"]((n * s.nwords * ((ny + TILE_H - 1) // TILE_H),), (32 * TILE_H,),
                         (np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.excess, self.marks,
-                         s.norm, s.fpos_peak, self.prof, self.filled, np.int32(nbins), np.float64(pk.noise),
+                         s.norm, s.radius, par, self.prof, self.filled, np.int32(nbins), np.float64(pk.noise),
                          np.float64(pk.cutoff_peak), np.float64(pk.spread_snr), np.float64(pk.min_spread),
                          np.int32(pk.near_mask == "reject"), self.words[1], self.counts[1]))
         self._mark("peaks")
@@ -341,9 +338,10 @@ class _Slot:
             fns["peak_index"](grid, (EMIT_BLOCK,),
                               (np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[1],
                                self.scan[1], np.int64(self.peak_cap), self.peak_index, self.peak_at))
-            fns["measure"](((self.peak_cap + 127) // 128,), (128,),
+            # one thread per peak, in blocks of one warp: the few peaks of a batch spread over all multiprocessors
+            fns["measure"](((self.peak_cap + 31) // 32,), (32,),
                            (d_frames, self.fptr[1, n:], np.int32(n), np.int32(ny), np.int32(nx), self.peak_at,
-                            s.mask, s.norm, s.fpos_peak, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
+                            s.mask, s.norm, s.radius, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
                             _ptr(s.dspacing), par, self.prof, self.filled, np.int32(e.binning.nbins),
                             self.excess, self.marks, np.float64(pk.min_spread), np.int64(self.peak_cap),
                             self.peak_f, self.peak_npix))
@@ -406,7 +404,7 @@ class CudaEngine:
             copies with compute).
         staging_threads: threads copying ordinary (pageable) host arrays into pinned buffers.
         clip_shared: most pixels of a bin held in shared memory by the clipping kernel (default: what 200 kB
-            hold, 25600 pixels without splitting or dark variance); the others are gathered again at every
+            hold, 25600 pixels); the others are gathered again at every
             clipping pass.
 
     ``stage_ms``: set it to ``{}`` to accumulate the GPU time of each stage (ms, CUDA events) over batches.
@@ -432,7 +430,7 @@ class CudaEngine:
             raise ParameterError(f"the cuda engine runs at most {MAX_HIST} clipping cycles, got {self.clip.cycles}")
         # Bins are launched by classes of size (multiples of CLASS_STEP pixels); each class gets the shared
         # memory of its largest member, so that small bins leave room for several blocks per multiprocessor.
-        self._item_bytes = 4 * (2 + (binning.coef is not None) + (self.static.cdvar is not None))
+        self._item_bytes = 8  # the clipping kernel holds one float64 value per pixel of a bin
         most = MAX_SHARED // self._item_bytes if clip_shared is None else clip_shared
         counts = self.static.counts
         sizes = np.maximum(1, -(-counts // CLASS_STEP)) * CLASS_STEP

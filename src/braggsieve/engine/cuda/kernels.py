@@ -18,9 +18,11 @@ Scalar correction parameters travel in a float64 array ``par`` (see ``PAR_*`` be
 """
 
 # Indices into the float64 parameter array ``par`` shared by the kernels.
-PAR_GAIN, PAR_DUMMY, PAR_DELTA_DUMMY, PAR_CHECK_DUMMY, PAR_SATURATION, PAR_NMARKERS, PAR_MARKER0, PAR_MARKER1 = \
-    range(8)
-NPAR = 8
+# The radial entries give each pixel's fractional bin position from its float32 radius r, as the CPU forms it:
+# peaks (r - R0) / STEP for R_LO <= r <= R_HI, picking (r - R0) * INV_STEP for R_LO <= r < R_HI.
+(PAR_GAIN, PAR_DUMMY, PAR_DELTA_DUMMY, PAR_CHECK_DUMMY, PAR_SATURATION, PAR_NMARKERS, PAR_MARKER0, PAR_MARKER1,
+ PAR_R0, PAR_STEP, PAR_INV_STEP, PAR_R_LO, PAR_R_HI) = range(13)
+NPAR = 13
 
 # Rows of the per-(frame, bin) sums, as engine/integrate.py: count, V, W, Omega, OmegaOmega, P, VV.
 NSUMS = 7
@@ -35,6 +37,7 @@ SOURCE = r"""
 
 struct Par {
     double gain, dummy, delta_dummy, saturation, m0, m1;
+    double r0, step, inv_step, r_lo, r_hi;
     bool check_dummy;
     int nmarkers;
 };
@@ -43,7 +46,23 @@ __device__ __forceinline__ Par load_par(const double* __restrict__ par) {
     Par P;
     P.gain = par[0]; P.dummy = par[1]; P.delta_dummy = par[2]; P.check_dummy = par[3] != 0.0;
     P.saturation = par[4]; P.nmarkers = (int)par[5]; P.m0 = par[6]; P.m1 = par[7];
+    P.r0 = par[8]; P.step = par[9]; P.inv_step = par[10]; P.r_lo = par[11]; P.r_hi = par[12];
     return P;
+}
+
+// Fractional bin position of a pixel of radius r (float32) for the peak finder (peaks.find_peaks), NaN outside
+// [r_lo, r_hi] (and for masked pixels, whose radius is NaN).
+__device__ __forceinline__ double peak_position(const Par& P, float r) {
+    const double x = (double)r;
+    if (!(x >= P.r_lo && x <= P.r_hi)) return NAN_D;
+    return P.step > 0.0 ? (x - P.r0) / P.step : 0.0;
+}
+
+// The same for picking (pick.pick_pixels): NaN outside [r_lo, r_hi).
+__device__ __forceinline__ double pick_position(const Par& P, float r) {
+    const double x = (double)r;
+    if (!(x >= P.r_lo && x < P.r_hi)) return NAN_D;
+    return (x - P.r0) * P.inv_step;
 }
 
 // signal (photons) and Poisson variance (photons^2) of one raw value, NaN when invalid in this frame.
@@ -103,13 +122,16 @@ __device__ __forceinline__ void block_sum(double (&x)[N], double* red) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Sigma-clipping: one block per (frame, bin of bin_list), frames fastest so that the blocks of one bin share
-// the static CSR arrays in L2.  The first `cap` pixels of the bin are gathered once into shared memory
-// (signal, norm, and the coefficient / variance when there are such), the launch being sized for its class
-// of bins; pixels beyond `cap` (bins larger than shared memory) are gathered again at every pass.  Without a
-// dark variance the Poisson variance is max(s, 1), recomputed from s (float32 rounding is monotonic, so this
-// is the CPU's value).  A pixel is "kept" when it passes every earlier cycle's test |v - mean_c| <= limit_c
-// (history in shared memory): exactly the set the CPU's compaction keeps.  Each cycle is one pass (two with
-// the scatter): the test of the new limit and the sums of the survivors are computed together.
+// the static CSR arrays in L2.  The gather preprocesses each pixel and adds it to the sums of the first pass;
+// the first `cap` pixels of the bin keep their value = signal / norm (float64, NaN when invalid or clipped)
+// in shared memory, 8 bytes a pixel, the launch being sized for its class of bins; pixels beyond `cap` (bins
+// larger than shared memory) are gathered again at each pass and tested against the history of (mean,
+// limit).  A clipping cycle is then one pass that tests the pixels still in against the new limit and sums
+// what the pixels that fail contribute; these sums are subtracted from the bin's sums (the CPU sums the
+// survivors again: the same up to float64 rounding, relative 1e-16 of the removed part).  The few pixels
+// removed are gathered again for their norm, coefficient and variance (frame and CSR arrays are in L2).  With
+// the scatter (azimuthal and hybrid models, plain integration) a second pass sums VV of the survivors around
+// the new mean.
 // ---------------------------------------------------------------------------------------------------------
 template <typename T, bool DVAR>
 __device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ frame, long long j,
@@ -122,6 +144,22 @@ __device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ 
     if (isnan(var)) s = NAN_F;
 }
 
+// Adds one pixel (value = s / norm, float64) to the sums x: count, V, W, Omega, OmegaOmega, P (NSUMS order
+// without VV), and x[6] += 1 (pixels).
+template <bool COEF>
+__device__ __forceinline__ void add_pixel(double (&x)[7], double value, float nr, float c, float var) {
+    const double nrm = (double)nr;
+    const double cc = COEF ? (double)c : 1.0;
+    const double w = cc * nrm;
+    x[0] += cc;
+    x[3] += w;
+    x[4] += w * w;
+    x[1] += value * w;  // c * signal, as the CPU forms it
+    x[2] += cc * cc * (double)var;
+    x[5] += w * w * value;
+    x[6] += 1.0;
+}
+
 template <typename T, bool COEF, bool DVAR>
 __global__ void __launch_bounds__(CLIP_BLOCK, 3)
 sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins, const int* __restrict__ bin_list,
@@ -131,87 +169,62 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
            int cycles, double cutoff, int with_scatter, int cap, double* __restrict__ out) {
     __shared__ double red[7 * 32];
     __shared__ double hist[2 * MAX_HIST];
-    extern __shared__ float items[];  // cap each: signal, norm[, coef][, variance]
-    float* ss = items;
-    float* sn = items + cap;
-    float* sc = items + 2 * cap;
-    float* sv = items + (COEF ? 3 : 2) * cap;
+    extern __shared__ double sval[];  // values of the first cap pixels of the bin
     const int f = blockIdx.x % nframes;
     const int b = bin_list[blockIdx.x / nframes];
     const long long start = indptr[b], stop = indptr[b + 1];
     const long long held = min(stop - start, (long long)cap);
     const T* frame = frames + (long long)f * npix;
     const Par P = load_par(par);
-    for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
-        float s, v;
-        load_signal<T, DVAR>(P, frame, start + t, indices, cdark, cdvar, cgain, s, v);
-        ss[t] = s;
-        sn[t] = cnorm[start + t];
-        if (COEF) sc[t] = coef[start + t];
-        if (DVAR) sv[t] = v;
-    }
-    // fn(s, var, norm, coef) for every pixel of the bin (s NaN when invalid)
-    auto visit = [&](auto&& fn) {
-        for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
-            const float s = ss[t];
-            fn(s, DVAR ? sv[t] : (1.0f > s ? 1.0f : s), sn[t], COEF ? sc[t] : 1.0f);
-        }
-        for (long long j = start + held + threadIdx.x; j < stop; j += CLIP_BLOCK) {
-            float s, v;
-            load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, v);
-            fn(s, DVAR ? v : (1.0f > s ? 1.0f : s), cnorm[j], COEF ? coef[j] : 1.0f);
-        }
-    };
     int nh = 0;
-    auto kept = [&](float s, double value) -> bool {
-        if (isnan(s)) return false;
+    // value, norm, coefficient and variance of pixel j (>= start + held) of the bin, gathered again
+    auto gather = [&](long long j, double& value, float& nr, float& c, float& var) {
+        float s;
+        load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, var);
+        nr = cnorm[j];
+        c = COEF ? coef[j] : 1.0f;
+        value = isnan(s) ? NAN_D : (double)s / (double)nr;
+        if (!DVAR) var = 1.0f > s ? 1.0f : s;
+    };
+    auto in_history = [&](double value) -> bool {  // passes every earlier cycle's test
         for (int h = 0; h < nh; ++h)
             if (fabs(value - hist[2 * h]) > hist[2 * h + 1]) return false;
         return true;
     };
-    double acc[7];
-    // Sums of the kept pixels that also pass |v - mean| <= limit (limit < 0: no new test); acc[6] = VV or NaN.
-    // Returns the number of kept pixels that fail the new test (the sums are left as they were when none does).
-    auto accumulate = [&](double mean, double limit, bool scatter) -> double {
-        double x[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-        visit([&](float s, float v, float nr, float c) {
-            const double nrm = (double)nr;
-            const double value = (double)s / nrm;
-            if (!kept(s, value)) return;
-            if (limit >= 0.0 && fabs(value - mean) > limit) { x[6] += 1.0; return; }
-            const double cc = (double)c;
-            const double w = cc * nrm;
-            x[0] += cc;
-            x[3] += w;
-            x[4] += w * w;
-            x[1] += value * w;  // c * signal, as the CPU forms it
-            x[2] += cc * cc * (double)v;
-            x[5] += w * w * value;
-        });
-        block_sum<7>(x, red);
-        if (limit >= 0.0 && x[6] == 0.0) return 0.0;
-        for (int i = 0; i < 6; ++i) acc[i] = x[i];
-        acc[6] = scatter ? 0.0 : NAN_D;
-        if (scatter && acc[3] > 0.0) {
+    double acc[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};  // the first pass: every valid pixel
+    for (long long t = threadIdx.x; t < stop - start; t += CLIP_BLOCK) {
+        double value;
+        float nr, c, var;
+        gather(start + t, value, nr, c, var);
+        if (t < held) sval[t] = value;
+        if (!isnan(value)) add_pixel<COEF>(acc, value, nr, c, var);
+    }
+    block_sum<7>(acc, red);
+    double alive = acc[6];  // pixels still in
+    const bool scatter = with_scatter != 0;  // azimuthal and hybrid clip with the scatter VV
+    // VV of the pixels still in around their mean (acc must hold their sums)
+    auto spread = [&]() -> double {
+        double y[1] = {0.0};
+        if (acc[3] > 0.0) {
             const double m = acc[1] / acc[3];
-            double y[1] = {0.0};
-            visit([&](float s, float v, float nr, float c) {
-                const double nrm = (double)nr;
-                const double value = (double)s / nrm;
-                if (!kept(s, value)) return;
-                if (limit >= 0.0 && fabs(value - mean) > limit) return;
-                const double w = (double)c * nrm;
+            auto add = [&](double value, float nr, float c) {
+                const double w = (COEF ? (double)c : 1.0) * (double)nr;
                 const double d = value - m;
                 y[0] += w * w * d * d;
-            });
-            block_sum<1>(y, red);
-            acc[6] = y[0];
+            };
+            for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK)
+                if (!isnan(sval[t])) add(sval[t], cnorm[start + t], COEF ? coef[start + t] : 1.0f);
+            for (long long j = start + held + threadIdx.x; j < stop; j += CLIP_BLOCK) {
+                double value;
+                float nr, c, var;
+                gather(j, value, nr, c, var);
+                if (!isnan(value) && in_history(value)) add(value, nr, c);
+            }
         }
-        return x[6];
+        block_sum<1>(y, red);
+        return y[0];
     };
-    const bool scatter = with_scatter != 0;  // azimuthal and hybrid clip with the scatter VV
-    __syncthreads();                         // items written
-    accumulate(0.0, -1.0, scatter);
+    acc[6] = scatter ? spread() : NAN_D;
     for (int cyc = 0; cyc < cycles; ++cyc) {
         if (acc[3] == 0.0 || acc[0] == 0.0) break;
         const double mean = acc[1] / acc[3];
@@ -220,10 +233,32 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         const double chauvenet = sqrt(2.0 * log(npx / sqrt(2.0 * 3.141592653589793)));
         const double limit = (cutoff > chauvenet ? cutoff : chauvenet) * std;
         if (!(limit >= 0.0) || nh == MAX_HIST) break;  // NaN std: the CPU's test discards nothing either
-        if (accumulate(mean, limit, scatter) == 0.0) break;
+        double y[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};  // what the pixels failing the new test contribute
+        for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
+            const double value = sval[t];
+            if (!isnan(value) && fabs(value - mean) > limit) {
+                double again;  // == value
+                float nr, c, var;
+                gather(start + t, again, nr, c, var);
+                add_pixel<COEF>(y, value, nr, c, var);
+                sval[t] = NAN_D;
+            }
+        }
+        for (long long j = start + held + threadIdx.x; j < stop; j += CLIP_BLOCK) {
+            double value;
+            float nr, c, var;
+            gather(j, value, nr, c, var);
+            if (!isnan(value) && in_history(value) && fabs(value - mean) > limit) add_pixel<COEF>(y, value, nr, c, var);
+        }
+        block_sum<7>(y, red);
+        if (y[6] == 0.0) break;  // nothing clipped: the sums stay
+        alive -= y[6];
+#pragma unroll
+        for (int i = 0; i < 6; ++i) acc[i] = alive > 0.0 ? acc[i] - y[i] : 0.0;
         if (threadIdx.x == 0) { hist[2 * nh] = mean; hist[2 * nh + 1] = limit; }
         __syncthreads();
         ++nh;
+        acc[6] = scatter ? spread() : NAN_D;
     }
     if (threadIdx.x == 0) {
         const long long plane = (long long)nframes * nbins;
@@ -392,16 +427,13 @@ __device__ __forceinline__ bool is_zinger(const float* sv, int W, int a, int b, 
     return spread < min_spread * (double)sv[a * W + b];
 }
 
-// peaks.py _is_peak on a window of v and marks (MARK_ZINGER already set), centre (a, b).  norm0: the centre
-// pixel's norm; var_at(di, dj): sigma_p^2 (float64) of the pixel at offset (di, dj), asked only for usable ones.
-template <int H, typename VarAt>
-__device__ __forceinline__ bool is_peak(const float* sv, const unsigned char* sm, int W, int a, int b,
-                                        double cutoff, double spread_snr, double min_spread, bool reject,
-                                        float norm0, VarAt var_at) {
+// peaks.py _is_peak on a window of v and marks (MARK_ZINGER already set), centre (a, b), in two parts.
+// peak_candidate: rule 2e and the 3 x 3 part of the local maximum (a subset of the patch test of peak_confirm),
+// the cheap tests that reject most pixels.
+__device__ __forceinline__ bool peak_candidate(const float* sv, const unsigned char* sm, int W, int a, int b) {
     const int c = a * W + b;
     const float v0 = sv[c];
     if (sm[c] < MARK_MAYBE) return false;  // rule 2e (or a zinger)
-    // a, 3 x 3 part (a subset of the patch test below): the cheapest rejection first
 #pragma unroll
     for (int di = -1; di <= 1; ++di)
 #pragma unroll
@@ -410,6 +442,18 @@ __device__ __forceinline__ bool is_peak(const float* sv, const unsigned char* sm
             const float vq = sv[k];
             if ((vq > v0 || (vq == v0 && (di < 0 || (di == 0 && dj < 0)))) && sm[k] != MARK_ZINGER) return false;
         }
+    return true;
+}
+
+// peak_confirm, for a candidate: the 3 x 3 box detection, the spread guard and the local maximum of the patch.
+// norm0: the centre pixel's norm; var_at(di, dj): sigma_p^2 (float64) of the pixel at offset (di, dj), asked only
+// for usable ones.
+template <int H, typename VarAt>
+__device__ __forceinline__ bool peak_confirm(const float* sv, const unsigned char* sm, int W, int a, int b,
+                                             double cutoff, double spread_snr, double min_spread, bool reject,
+                                             float norm0, VarAt var_at) {
+    const int c = a * W + b;
+    const float v0 = sv[c];
     double box = 0.0, box_var = 0.0, nb_var = 0.0;  // b: the 3 x 3 detection
 #pragma unroll
     for (int di = -1; di <= 1; ++di)
@@ -450,27 +494,24 @@ __device__ __forceinline__ bool is_peak(const float* sv, const unsigned char* sm
     return true;
 }
 
-// Pixel pass, one thread per pixel: blocks of PIX_BLOCK pixels of one row, frames fastest (blocks of the same
-// pixels share the static arrays in L2).  Each warp is one 32-pixel word of the bit masks: picking (pick.py)
-// gives the word by __ballot_sync and its count by __popc (spot_words, when not NULL, gets the pixels of
-// state 2 for grow_picks); for peaks it writes the excess v (float32, NaN = missing) and the mark of every
-// pixel (peaks.py _excess) for the peak pass.
+// Pixel pass, one thread per pixel: block (frame, chunk of PIX_BLOCK pixels of a row, row), frames fastest so
+// that the blocks of the same pixels share the static arrays in L2.  Each warp is one 32-pixel word of the bit
+// masks: picking (pick.py) gives the word by __ballot_sync and its count by __popc (spot_words, when not NULL,
+// gets the pixels of state 2 for grow_picks); for peaks it writes the excess v (float32, NaN = missing) and the
+// mark of every pixel (peaks.py _excess) for the peak pass.
 template <typename T>
 __global__ void __launch_bounds__(PIX_BLOCK)
 pixel_pass(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
-           const unsigned char* __restrict__ mask, const float* __restrict__ norm,
-           const double* __restrict__ fpos_peak, const double* __restrict__ fpos_pick,
+           const unsigned char* __restrict__ mask, const float* __restrict__ norm, const float* __restrict__ radius,
            const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
            const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
            int nbins, double pick_noise, double pick_cutoff, double pick_spot, double peak_noise,
            double peak_cutoff, int do_pick, int do_peaks, unsigned int* __restrict__ pick_words,
            unsigned int* __restrict__ spot_words, int* __restrict__ pick_counts, float* __restrict__ out_v,
            unsigned char* __restrict__ out_mark) {
-    const int chunks = (nx + PIX_BLOCK - 1) / PIX_BLOCK;
-    const int f = blockIdx.x % nframes;
-    const int rest = blockIdx.x / nframes;
-    const int row = rest / chunks;
-    const int col = (rest % chunks) * PIX_BLOCK + threadIdx.x;
+    const int f = blockIdx.x;
+    const int row = blockIdx.z;
+    const int col = blockIdx.y * PIX_BLOCK + threadIdx.x;
     const long long npix = (long long)ny * nx;
     const T* frame = frames + (long long)f * npix;
     const Par P = load_par(par);
@@ -482,12 +523,14 @@ pixel_pass(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords
         pixel_signal<T>(P, frame, p, mask, dark, dvar, gmap, s, pvar);
         const float nrm = norm[p];
         const float q = s / nrm;
+        const float r = radius[p];
         if (do_peaks) {
             unsigned char mark;
-            out_v[(long long)f * npix + p] = excess_peak(B, s, nrm, q, fpos_peak[p], peak_noise, peak_cutoff, mark);
+            out_v[(long long)f * npix + p] = excess_peak(B, s, nrm, q, peak_position(P, r), peak_noise, peak_cutoff,
+                                                         mark);
             out_mark[(long long)f * npix + p] = mark;
         }
-        if (do_pick) state = pick_state<T>(B, P, frame[p], s, q, fpos_pick[p], pick_noise, pick_cutoff, pick_spot);
+        if (do_pick) state = pick_state<T>(B, P, frame[p], s, q, pick_position(P, r), pick_noise, pick_cutoff, pick_spot);
     }
     const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
     const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
@@ -528,28 +571,40 @@ __global__ void grow_picks(long long nwords_total, int ny, int nwords, const uns
 
 // Peak pass: one block of TILE_W x TILE_H threads per (frame, tile), frames fastest; v and marks of the tile
 // and a halo of 3 (a patch of up to 5 x 5 -- patch_size 5, or 3 next to a missing pixel -- and the ring that
-// its pixels' zinger tests read) come from the pixel pass.  Each warp is one word of the peak bit mask.
+// its pixels' zinger tests read) come from the pixel pass.  Every thread applies the cheap tests to its pixel
+// (peak_candidate); the few candidates are listed in shared memory, the noise sigma_p^2 of their 3 x 3 boxes
+// is computed once per pixel by the whole block, and the candidates are confirmed one per thread, spread over
+// the warps (candidate k on lane k / nwarps of warp k % nwarps).  Each warp writes one word of the peak bit mask.
 template <int H>
-__global__ void __launch_bounds__(TILE_W * TILE_H)
+__global__ void __launch_bounds__(TILE_W * TILE_H, 3)
 peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v,
           const unsigned char* __restrict__ in_mark, const float* __restrict__ norm,
-          const double* __restrict__ fpos_peak, const double* __restrict__ prof, const float* __restrict__ filled,
-          int nbins, double peak_noise, double peak_cutoff, double spread_snr, double min_spread, int reject,
-          unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
+          const float* __restrict__ radius, const double* __restrict__ par, const double* __restrict__ prof,
+          const float* __restrict__ filled, int nbins, double peak_noise, double peak_cutoff, double spread_snr,
+          double min_spread, int reject, unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
     const int G = 3;
     const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
+    const int NWARPS = TILE_H;  // one warp per tile row
     __shared__ float sv[HH * W];
     __shared__ unsigned char sm[HH * W];
+    __shared__ unsigned char needed[HH * W];  // 1: sigma_p^2 wanted (a usable pixel of a candidate's box)
+    __shared__ double svar[HH * W];
+    __shared__ unsigned short candidates[TILE_W * TILE_H];
+    __shared__ unsigned int found[TILE_H];
+    __shared__ int ncandidates;
     const int f = blockIdx.x % nframes;
     const int tile = blockIdx.x / nframes;
     const int tx = tile % nwords, ty = tile / nwords;
     const int col0 = tx * TILE_W, row0 = ty * TILE_H;
     const long long base = (long long)f * ny * nx;
+    if (threadIdx.x == 0) ncandidates = 0;
+    if (threadIdx.x < TILE_H) found[threadIdx.x] = 0u;
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
         const int r = row0 - G + e / W, c = col0 - G + e % W;
         const bool in = r >= 0 && r < ny && c >= 0 && c < nx;
         sv[e] = in ? in_v[base + (long long)r * nx + c] : NAN_F;
         sm[e] = in ? in_mark[base + (long long)r * nx + c] : (unsigned char)MARK_NONE;
+        needed[e] = 0;
     }
     __syncthreads();
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // zinger flags: each reads v and its own mark
@@ -558,22 +613,56 @@ peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_
             sm[e] = MARK_ZINGER;
     }
     __syncthreads();
-    const int lr = threadIdx.x / TILE_W, lc = threadIdx.x % TILE_W;
+    const int lr = threadIdx.x / TILE_W, lc = threadIdx.x % TILE_W;  // warp lr, lane lc
     const int row = row0 + lr, col = col0 + lc;
-    bool peak = false;
-    if (row < ny && col < nx) {
-        const long long p = (long long)row * nx + col;
-        const Bg B = load_bg(prof, filled, nframes, nbins, f);
-        const double* fp = fpos_peak + p;
-        auto var_at = [&](int di, int dj) { return pixel_var(B, fp[(long long)di * nx + dj], peak_noise); };
-        peak = is_peak<H>(sv, sm, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p],
-                          var_at);
+    const bool candidate = row < ny && col < nx && peak_candidate(sv, sm, W, lr + G, lc + G);
+    const unsigned int ballot = __ballot_sync(0xffffffffu, candidate);
+    int first = 0;
+    if (lc == 0 && ballot) first = atomicAdd(&ncandidates, __popc(ballot));
+    first = __shfl_sync(0xffffffffu, first, 0);
+    if (candidate) {
+        candidates[first + __popc(ballot & ((1u << lc) - 1u))] = (unsigned short)threadIdx.x;
+#pragma unroll
+        for (int di = -1; di <= 1; ++di)
+#pragma unroll
+            for (int dj = -1; dj <= 1; ++dj) needed[(lr + G + di) * W + lc + G + dj] = 1;
     }
-    const unsigned int kw = __ballot_sync(0xffffffffu, peak);
+    __syncthreads();
+    const int total = ncandidates;
+    if (total == 0) {  // the usual tile: no peak
+        if (lc == 0 && row < ny) {
+            const long long w = ((long long)f * ny + row) * nwords + tx;
+            peak_words[w] = 0u;
+            peak_counts[w] = 0;
+        }
+        return;
+    }
+    {
+        const Par P = load_par(par);
+        const Bg B = load_bg(prof, filled, nframes, nbins, f);
+        for (int e = threadIdx.x; e < HH * W; e += blockDim.x)
+            if (needed[e] && isfinite(sv[e])) {
+                const long long q = (long long)(row0 - G + e / W) * nx + col0 - G + e % W;
+                svar[e] = pixel_var(B, peak_position(P, radius[q]), peak_noise);
+            }
+    }
+    __syncthreads();
+    const int k = lc * NWARPS + lr;
+    if (k < total) {
+        const int t = candidates[k];
+        const int cr = t / TILE_W, cc = t % TILE_W;
+        const long long p = (long long)(row0 + cr) * nx + col0 + cc;
+        const int centre = (cr + G) * W + cc + G;
+        auto var_at = [&](int di, int dj) { return svar[centre + di * W + dj]; };
+        if (peak_confirm<H>(sv, sm, W, cr + G, cc + G, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p],
+                            var_at))
+            atomicOr(&found[cr], 1u << cc);
+    }
+    __syncthreads();
     if (lc == 0 && row < ny) {
         const long long w = ((long long)f * ny + row) * nwords + tx;
-        peak_words[w] = kw;
-        peak_counts[w] = __popc(kw);
+        peak_words[w] = found[lr];
+        peak_counts[w] = __popc(found[lr]);
     }
 }
 
@@ -652,15 +741,15 @@ __global__ void emit_peak_index(long long nwords_total, int ny, int nx, int nwor
 template <typename T, int H>
 __global__ void measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int nframes,
                               int ny, int nx, const long long* __restrict__ at, const unsigned char* __restrict__ mask,
-                              const float* __restrict__ norm, const double* __restrict__ fpos_peak,
+                              const float* __restrict__ norm, const float* __restrict__ radius,
                               const float* __restrict__ dark, const float* __restrict__ dvar,
                               const float* __restrict__ gmap, const double* __restrict__ dspacing,
                               const double* __restrict__ par, const double* __restrict__ prof,
                               const float* __restrict__ filled, int nbins, const float* __restrict__ in_v,
                               const unsigned char* __restrict__ in_mark, double min_spread,
                               long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix) {
-    // the 5 x 5 integration box is centred on the pixel nearest the centroid (up to 2 px from the peak), plus
-    // the ring that the zinger test of its pixels reads
+    // the 7 x 7 centroid box, and the 5 x 5 integration box centred on the pixel nearest the centroid (up to 1 px
+    // from the peak), plus the ring that the zinger test of their pixels reads
     const int G = 5, S = 2 * G + 1;
     const long long pos = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (pos >= *total || pos >= capacity) return;
@@ -690,12 +779,11 @@ __global__ void measure_peaks(const T* __restrict__ frames, const long long* __r
             return isfinite(sv[k]) && sm[k] != MARK_ZINGER;
         };
         auto value = [&](int ii, int jj) { return sv[(ii - i + G) * S + (jj - j + G)]; };
-        // Gaussian-windowed centroid over the 5 x 5 box, iterated to its fixed point (peaks.py _centroid)
-        const int i0 = i - 2 > 0 ? i - 2 : 0, i1 = i + 3 < ny ? i + 3 : ny;
-        const int j0 = j - 2 > 0 ? j - 2 : 0, j1 = j + 3 < nx ? j + 3 : nx;
+        // Gaussian-windowed centroid (rms 1.3 px) over the 7 x 7 box, iterated to its fixed point from the centroid
+        // of the positive excess of the 5 x 5 box (peaks.py _centroid)
         double wsum = 0.0, wi = 0.0, wj = 0.0;
-        for (int ii = i0; ii < i1; ++ii)
-            for (int jj = j0; jj < j1; ++jj)
+        for (int ii = (i - 2 > 0 ? i - 2 : 0); ii < (i + 3 < ny ? i + 3 : ny); ++ii)
+            for (int jj = (j - 2 > 0 ? j - 2 : 0); jj < (j + 3 < nx ? j + 3 : nx); ++jj)
                 if (usable(ii, jj) && value(ii, jj) > 0.0f) {
                     const double vq = (double)value(ii, jj);
                     wsum += vq;
@@ -703,13 +791,16 @@ __global__ void measure_peaks(const T* __restrict__ frames, const long long* __r
                     wj += vq * (double)jj;
                 }
         double row = wi / wsum, col = wj / wsum;
+        const int i0 = i - 3 > 0 ? i - 3 : 0, i1 = i + 4 < ny ? i + 4 : ny;
+        const int j0 = j - 3 > 0 ? j - 3 : 0, j1 = j + 4 < nx ? j + 4 : nx;
+        const double inv = 0.5 / (1.3 * 1.3);
         for (int it = 0; it < 20; ++it) {
             wsum = 0.0; wi = 0.0; wj = 0.0;
             for (int ii = i0; ii < i1; ++ii)
                 for (int jj = j0; jj < j1; ++jj)
                     if (usable(ii, jj)) {
                         const double di = (double)ii - row, dj = (double)jj - col;
-                        const double wt = (double)value(ii, jj) * exp(-(di * di + dj * dj) * 0.5);
+                        const double wt = (double)value(ii, jj) * exp(-(di * di + dj * dj) * inv);
                         wsum += wt;
                         wi += wt * (double)ii;
                         wj += wt * (double)jj;
@@ -740,7 +831,7 @@ __global__ void measure_peaks(const T* __restrict__ frames, const long long* __r
                 ++npix;
             }
         const long long p = (long long)i * nx + j;
-        const double fpos = fpos_peak[p];
+        const double fpos = peak_position(P, radius[p]);
         const double s_bg = interp_peak(B.sem, fpos, nbins);
         variance_sum += scale_sum * scale_sum * s_bg * s_bg;
         const double g0 = gmap ? (double)gmap[p] : P.gain;
