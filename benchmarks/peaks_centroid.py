@@ -232,7 +232,6 @@ def main(argv=None):
     source, poni, corr, binning, integration = setup(args.run)
     truth = Truth(args.run.with_name(args.run.name[:-3] + "_truth.h5"), corr.mask)
     sim = simulator_of(args.run, poni)
-    raw_sigma = sim.projection.raw_sigma(tuple(1e-6 * s for s in sim.ssx.spot_size))
     ny, nx = source.shape
     valid_map = ~corr.mask
     near_mask = ndimage.binary_dilation(corr.mask, iterations=3, border_value=1)  # <= 3 px from mask or edge
@@ -271,7 +270,7 @@ def main(argv=None):
         rec["bg"].append(sim.background[np.round(tr[:, 0]).astype(int), np.round(tr[:, 1]).astype(int)]
                          * tf.background_scale)
         table = tf.reflections
-        sigma = raw_sigma[table["panel"]] * tf.spot_scale
+        sigma = sim.spot_sigma(tf)
         rec["sig_r"].append(sigma[sel, 0])
         rec["sig_c"].append(sigma[sel, 1])
         rec["near"].append(near_mask[np.round(tr[:, 0]).astype(int), np.round(tr[:, 1]).astype(int)])

@@ -1,6 +1,6 @@
 """Angular width of strong isolated Bragg spots: real stills against simulated frames (issue 5, step 2).
 
-    python benchmarks/spot_widths.py [--sim RUN.h5 ...] [--cspad frames.npy] [--defaults-eiger 4]
+    python benchmarks/spot_widths.py [--sim RUN.h5 ...] [--cspad frames.npy] [--defaults 4]
 
 Each data set goes through braggsieve's engine (preprocess, sigma-clip, find_peaks with default parameters);
 the spots kept are peaks with SNR >= 50, no other peak within 12 px, no masked pixel and no pixel at the
@@ -16,8 +16,8 @@ Data sets:
   different offset per ASIC), the error model is azimuthal (gain unknown), geometry = the ``cspad`` registry
   layout at the header's 130.1 mm and 1.2726 A;
 * ``--sim``: simulated runs (``braggsieve simulate``; only frames with a crystal);
-* ``--defaults-eiger N``: N hits simulated in memory with the simulator's default spot parameters on an
-  Eiger 4M at its default 120 mm.
+* ``--defaults N``: N hits simulated in memory with the simulator's default spot parameters on an Eiger 4M
+  at its default 120 mm and on the PILATUS3 6M stills' geometry.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 
 import fabio
+import h5py
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -48,6 +49,7 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 HALF = 5          # the moments use the 11 x 11 box around the peak's maximum
 MIN_SNR = 50.0
 ISOLATION = 12.0  # px to the nearest other peak
+PILATUS6M_STILLS = Poni.from_beam_center(get_detector("pilatus6m"), 0.351, (1261.61, 1306.96), 0.96859e-10)
 
 
 def spot_moments(frames, poni: Poni, mask: np.ndarray, saturation: float, error_model: str = "poisson"):
@@ -112,9 +114,8 @@ def pilatus6m_stills():
     if not paths:
         return None
     frames = [fabio.open(p).data for p in paths]
-    poni = Poni.from_beam_center(get_detector("pilatus6m"), 0.351, (1261.61, 1306.96), 0.96859e-10)
     mask = frames[0] < 0
-    return frames, poni, mask, 115897.0, "poisson"
+    return frames, PILATUS6M_STILLS, mask, 115897.0, "poisson"
 
 
 def cspad_stills(path: Path):
@@ -135,7 +136,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sim", type=Path, nargs="*", default=[])
     parser.add_argument("--cspad", type=Path)
-    parser.add_argument("--defaults-eiger", type=int, default=0)
+    parser.add_argument("--defaults", type=int, default=0, metavar="N",
+                        help="also N hits simulated with the default spot parameters on an Eiger 4M at 120 mm and "
+                        "on the PILATUS3 6M stills' geometry")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     print(f"{'data set':44s} {'spots':>6s} {'pix':>5s} {'dist':>6s} {'sigma px':>11s}  {'own px':>11s}  "
@@ -157,7 +160,6 @@ def main(argv=None):
         source = open_frames(run)
         poni = read_poni(run.with_name(run.name[:-3] + ".poni")).for_shape(source.shape)
         mask = poni.detector.gap_mask() | source.metadata.pixel_mask
-        import h5py
         with h5py.File(run.with_name(run.name[:-3] + "_truth.h5"), "r") as f:
             hits = np.flatnonzero(f["truth/frames/hit"][()])
         buffer = np.empty((1, *source.shape), source.dtype)
@@ -169,13 +171,15 @@ def main(argv=None):
         results[str(run)] = summary(f"simulated {run.name} ({len(hits)} hits)",
                                     spot_moments(frames_of(), poni, mask, np.inf), poni.detector.pixel_size[0],
                                     poni.dist)
-    if args.defaults_eiger:
-        poni = Poni.from_beam_center(get_detector("eiger4m"), 0.12, (1035.0, 1083.5), 1e-10)
-        sim = SsxSimulator(poni, SsxParams(hit_fraction=1.0), seed=3)
-        frames, _ = sim.frames(0, args.defaults_eiger)
-        results["eiger4m_defaults"] = summary(f"simulated Eiger 4M 120 mm, default spot size ({args.defaults_eiger})",
-                                              spot_moments(list(frames), poni, sim.gap, np.inf),
-                                              poni.detector.pixel_size[0], poni.dist)
+    if args.defaults:
+        for name, poni in (("Eiger 4M, 120 mm", Poni.from_beam_center(get_detector("eiger4m"), 0.12, (1035.0, 1083.5),
+                                                                      1e-10)),
+                           ("PILATUS3 6M, 351 mm (the real stills' geometry)", PILATUS6M_STILLS)):
+            sim = SsxSimulator(poni, SsxParams(hit_fraction=1.0), seed=3)
+            frames, _ = sim.frames(0, args.defaults)
+            results[f"defaults {name}"] = summary(f"simulated defaults, {name}",
+                                                  spot_moments(list(frames), poni, sim.gap, np.inf),
+                                                  poni.detector.pixel_size[0], poni.dist)
     print(f"load {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -15,8 +15,8 @@
 
 ``run_truth.h5``, everything the simulation knows (``/truth``):
 
-* ``frames/``: ``hit`` bool (n,), ``background_scale``, ``crystal_scale`` and ``spot_scale`` (spot sizes
-  relative to ``spot_size``) float64 (n,), ``orientation``
+* ``frames/``: ``hit`` bool (n,), ``background_scale``, ``crystal_scale`` and ``spot_scale`` (spot widths
+  relative to ``spot_width``) float64 (n,), ``orientation``
   (n, 3, 3), ``reflection_ptr`` and ``zinger_ptr`` int64 (n + 1,) (frame i owns rows ``ptr[i]:ptr[i+1]``);
 * ``reflections/``: one column per field (``frame``, ``h``, ``k``, ``l``, ``row``, ``col`` -- fractional raw
   pixel of the spot centre, pixel centres at integer indices --, ``photons`` -- expected photons of the whole

@@ -53,10 +53,14 @@ class SsxParams:
     spot_photons: float = option(12000.0, "mean photons of a fully recorded reflection at low resolution (before "
                                  "the B factor), for a crystal of average size")
     crystal_spread: float = option(0.5, "log-normal std of the crystal-to-crystal scale (size, exposure)")
-    spot_size: tuple[float, float] = option(
-        (215.0, 290.0), "Gaussian std of a spot on the detector along the slow (rows) and fast (columns) axes of "
-        "the detector plane, micrometres", nargs=2, type=float, metavar=("SLOW", "FAST"))
-    spot_size_spread: float = option(0.15, "log-normal std of the hit-to-hit spot size (crystal size and shape)")
+    spot_width: tuple[float, float] = option(
+        (0.50, 0.67), "Gaussian std of a spot's angular spread (beam divergence, mosaic blocks, crystal size seen "
+        "from the sample) along the detector's slow (rows) and fast (columns) axes, milliradians; on the detector "
+        "a spot's std is WIDTH x the sample-detector distance (mrad x mm = micrometres). Default: the median "
+        "width of strong spots on the real PILATUS3 6M stills (benchmarks/spot_widths.py)", nargs=2, type=float,
+        metavar=("SLOW", "FAST"))
+    spot_width_spread: float = option(0.15, "log-normal std of the hit-to-hit spot width (crystal size and "
+                                      "shape)")
     zingers: float = option(1.0, "mean number of zingers (single bright pixels) per frame")
     zinger_photons: tuple[float, float] = option(
         (100.0, 5000.0), "zinger intensities: log-uniform between MIN and MAX photons", nargs=2, type=float,
@@ -68,11 +72,11 @@ class SsxParams:
         if min(self.cell[:3]) <= 0 or not all(0 < angle < 180 for angle in self.cell[3:]):
             raise ParameterError(f"--cell needs positive lengths and angles in (0, 180), got {self.cell}")
         for name in ("b_factor", "d_min", "mosaicity", "bandwidth", "spot_photons", "crystal_spread", "zingers",
-                     "spot_size_spread"):
+                     "spot_width_spread"):
             if getattr(self, name) < 0:
                 raise ParameterError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if not min(self.spot_size) > 0:
-            raise ParameterError(f"--spot-size must be positive, got {self.spot_size}")
+        if not min(self.spot_width) > 0:
+            raise ParameterError(f"--spot-width must be positive, got {self.spot_width}")
         if not 0 < self.zinger_photons[0] <= self.zinger_photons[1]:
             raise ParameterError(f"--zinger-photons needs 0 < MIN <= MAX, got {self.zinger_photons}")
 

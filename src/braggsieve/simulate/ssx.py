@@ -75,7 +75,7 @@ class FrameTruth:
     hit: bool
     background_scale: float
     crystal_scale: float
-    spot_scale: float                 # spot sizes of this hit relative to SsxParams.spot_size
+    spot_scale: float                 # spot widths of this hit relative to SsxParams.spot_width
     orientation: np.ndarray           # (3, 3) U matrix (identity for blanks)
     reflections: np.ndarray           # REFLECTION_DTYPE (k,)
     zingers: np.ndarray               # ZINGER_DTYPE (z,)
@@ -126,7 +126,8 @@ class SsxSimulator:
         self.intensity, self.d = wilson_intensities(self.hkl, self.basis, self.ssx.b_factor,
                                                     np.random.default_rng([self.seed, _STREAM_STRUCTURE]))
         self.projection = Projection.from_poni(self.poni)
-        self._raw_sigma = self.projection.raw_sigma(tuple(1e-6 * s for s in self.ssx.spot_size))
+        # angular width (mrad) x distance (m) = std on the detector plane (mm): 1e-3 x that in metres
+        self._raw_sigma = self.projection.raw_sigma(tuple(1e-3 * w * self.poni.dist for w in self.ssx.spot_width))
         self._good_pixels = np.flatnonzero(~gap.reshape(-1))
         self._expected_buffer = np.empty((1, *self.shape), np.float32)
 
@@ -138,7 +139,7 @@ class SsxSimulator:
         orientation = random_rotation(rng)
         crystal_scale = float(np.exp(self.ssx.crystal_spread * rng.standard_normal()
                                      - 0.5 * self.ssx.crystal_spread ** 2))
-        spot_scale = float(np.exp(self.ssx.spot_size_spread * rng.standard_normal()))
+        spot_scale = float(np.exp(self.ssx.spot_width_spread * rng.standard_normal()))
         reflections = np.zeros(0, REFLECTION_DTYPE)
         if hit:
             reflections = self._reflections(frame, orientation, crystal_scale)
@@ -170,6 +171,10 @@ class SsxSimulator:
         table["d"] = self.d[index]
         return table
 
+    def spot_sigma(self, truth: FrameTruth) -> np.ndarray:
+        """(k, 2) Gaussian std in raw rows and columns (pixels) of the spots of ``truth.reflections``."""
+        return self._raw_sigma[truth.reflections["panel"]] * truth.spot_scale
+
     def expected(self, truth: FrameTruth, out: np.ndarray | None = None) -> np.ndarray:
         """Noiseless expected photons float32 (ny, nx) of the frame described by ``truth``."""
         if out is None:
@@ -177,7 +182,7 @@ class SsxSimulator:
         np.multiply(self.background, np.float32(truth.background_scale), out=out)
         table = truth.reflections
         if table.size:
-            sigma = self._raw_sigma[table["panel"]] * truth.spot_scale
+            sigma = self.spot_sigma(truth)
             add_spots(out, table["row"], table["col"], table["photons"], sigma[:, 0], sigma[:, 1],
                       self.projection.bounds[table["panel"]])
         np.add.at(out, (truth.zingers["row"], truth.zingers["col"]), truth.zingers["photons"])
