@@ -48,6 +48,7 @@ MAX_HIST = 64            # most clipping cycles
 TILE_H = 16              # rows of a peak-pass tile (32 columns: one bit-mask word per warp)
 PIX_BLOCK = 256          # pixels of one row per block of the pixel pass
 EMIT_BLOCK = 256
+MEASURE_WARPS = 4        # peaks measured per block (one warp each)
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
 _CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
           np.dtype(np.uint32): "unsigned int", np.dtype(np.int16): "short", np.dtype(np.int32): "int",
@@ -65,7 +66,8 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int) -> dict:
              "tables": "background_tables", "offsets": "frame_offsets", "grow": "grow_picks"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
                                                         f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
-                                                        f"-DTILE_H={TILE_H}", f"-DPIX_BLOCK={PIX_BLOCK}"),
+                                                        f"-DTILE_H={TILE_H}", f"-DPIX_BLOCK={PIX_BLOCK}",
+                                                        f"-DMEASURE_WARPS={MEASURE_WARPS}"),
                           name_expressions=list(names.values()))
     functions = {key: module.get_function(name) for key, name in names.items()}
     functions["clip"].max_dynamic_shared_size_bytes = MAX_SHARED
@@ -338,8 +340,7 @@ class _Slot:
             fns["peak_index"](grid, (EMIT_BLOCK,),
                               (np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[1],
                                self.scan[1], np.int64(self.peak_cap), self.peak_index, self.peak_at))
-            # one thread per peak, in blocks of one warp: the few peaks of a batch spread over all multiprocessors
-            fns["measure"](((self.peak_cap + 31) // 32,), (32,),
+            fns["measure"](((self.peak_cap + MEASURE_WARPS - 1) // MEASURE_WARPS,), (32 * MEASURE_WARPS,),
                            (d_frames, self.fptr[1, n:], np.int32(n), np.int32(ny), np.int32(nx), self.peak_at,
                             s.mask, s.norm, s.radius, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
                             _ptr(s.dspacing), par, self.prof, self.filled, np.int32(e.binning.nbins),

@@ -573,8 +573,9 @@ __global__ void grow_picks(long long nwords_total, int ny, int nwords, const uns
 // and a halo of 3 (a patch of up to 5 x 5 -- patch_size 5, or 3 next to a missing pixel -- and the ring that
 // its pixels' zinger tests read) come from the pixel pass.  Every thread applies the cheap tests to its pixel
 // (peak_candidate); the few candidates are listed in shared memory, the noise sigma_p^2 of their 3 x 3 boxes
-// is computed once per pixel by the whole block, and the candidates are confirmed one per thread, spread over
-// the warps (candidate k on lane k / nwarps of warp k % nwarps).  Each warp writes one word of the peak bit mask.
+// is computed once per pixel by the whole block, and the candidates are confirmed one per thread, packed into
+// the first warps (so that the costly tests run on full warps, not on one or two lanes of every warp).  Each
+// warp writes one word of the peak bit mask.
 template <int H>
 __global__ void __launch_bounds__(TILE_W * TILE_H, 3)
 peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v,
@@ -584,7 +585,6 @@ peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_
           double min_spread, int reject, unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
     const int G = 3;
     const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
-    const int NWARPS = TILE_H;  // one warp per tile row
     __shared__ float sv[HH * W];
     __shared__ unsigned char sm[HH * W];
     __shared__ unsigned char needed[HH * W];  // 1: sigma_p^2 wanted (a usable pixel of a candidate's box)
@@ -647,9 +647,8 @@ peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_
             }
     }
     __syncthreads();
-    const int k = lc * NWARPS + lr;
-    if (k < total) {
-        const int t = candidates[k];
+    if (threadIdx.x < total) {
+        const int t = candidates[threadIdx.x];
         const int cr = t / TILE_W, cc = t % TILE_W;
         const long long p = (long long)(row0 + cr) * nx + col0 + cc;
         const int centre = (cr + G) * W + cc + G;
@@ -735,52 +734,65 @@ __global__ void emit_peak_index(long long nwords_total, int ny, int nx, int nwor
     }
 }
 
-// One thread per peak: measures it (peaks.py _measure_peaks and _centroid) over an 11 x 11 window of the pixel
-// pass's v / marks, so that the zinger flags of the 5 x 5 box around the centroid's pixel are known.  *total
-// is the number of peaks of the batch (device memory: no host round trip).
+// One warp per peak (blocks of MEASURE_WARPS warps): measures it (peaks.py _measure_peaks and _centroid) over
+// an 11 x 11 window of the pixel pass's v / marks in shared memory, so that the zinger flags of the boxes are
+// known.  The lanes load the window, flag its zingers and compute the 49 Gaussian weights of each centroid
+// iteration; lane 0 adds them in the CPU's order (rows, then columns) and does the rest, so that the sums are
+// the CPU's to the last bit.  *total is the number of peaks of the batch (device memory: no host round trip).
 template <typename T, int H>
-__global__ void measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int nframes,
-                              int ny, int nx, const long long* __restrict__ at, const unsigned char* __restrict__ mask,
-                              const float* __restrict__ norm, const float* __restrict__ radius,
-                              const float* __restrict__ dark, const float* __restrict__ dvar,
-                              const float* __restrict__ gmap, const double* __restrict__ dspacing,
-                              const double* __restrict__ par, const double* __restrict__ prof,
-                              const float* __restrict__ filled, int nbins, const float* __restrict__ in_v,
-                              const unsigned char* __restrict__ in_mark, double min_spread,
-                              long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix) {
+__global__ void __launch_bounds__(32 * MEASURE_WARPS)
+measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int nframes,
+              int ny, int nx, const long long* __restrict__ at, const unsigned char* __restrict__ mask,
+              const float* __restrict__ norm, const float* __restrict__ radius,
+              const float* __restrict__ dark, const float* __restrict__ dvar,
+              const float* __restrict__ gmap, const double* __restrict__ dspacing,
+              const double* __restrict__ par, const double* __restrict__ prof,
+              const float* __restrict__ filled, int nbins, const float* __restrict__ in_v,
+              const unsigned char* __restrict__ in_mark, double min_spread,
+              long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix) {
     // the 7 x 7 centroid box, and the 5 x 5 integration box centred on the pixel nearest the centroid (up to 1 px
     // from the peak), plus the ring that the zinger test of their pixels reads
-    const int G = 5, S = 2 * G + 1;
-    const long long pos = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (pos >= *total || pos >= capacity) return;
+    const int G = 5, S = 2 * G + 1, C = 3, CS = 2 * C + 1;
+    __shared__ float window_v[MEASURE_WARPS][S * S];
+    __shared__ unsigned char window_m[MEASURE_WARPS][S * S];  // marks, MARK_ZINGER once flagged
+    __shared__ double weights[MEASURE_WARPS][CS * CS];       // of one centroid iteration, 0 for unusable pixels
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const long long pos = (long long)blockIdx.x * MEASURE_WARPS + warp;
+    if (pos >= *total || pos >= capacity) return;  // the whole warp
     const long long npix = (long long)ny * nx;
     const int f = (int)(at[pos] / npix);
     const long long pix = at[pos] - f * npix;
     const int i = (int)(pix / nx), j = (int)(pix % nx);
     const T* frame = frames + (long long)f * npix;
-    const Par P = load_par(par);
-    const Bg B = load_bg(prof, filled, nframes, nbins, f);
-    float sv[S * S];
-    unsigned char sm[S * S];  // marks, MARK_ZINGER once flagged
-    {
-        for (int a = 0; a < S; ++a)
-            for (int b = 0; b < S; ++b) {
-                const int ii = i - G + a, jj = j - G + b;
-                const bool in = ii >= 0 && ii < ny && jj >= 0 && jj < nx;
-                const long long q = (long long)f * ny * nx + (long long)ii * nx + jj;
-                sv[a * S + b] = in ? in_v[q] : NAN_F;
-                sm[a * S + b] = in ? in_mark[q] : (unsigned char)MARK_NONE;
-            }
-        for (int a = 1; a < S - 1; ++a)
-            for (int b = 1; b < S - 1; ++b)
-                if (sm[a * S + b] == MARK_STRONG && is_zinger(sv, S, a, b, min_spread)) sm[a * S + b] = MARK_ZINGER;
-        auto usable = [&](int ii, int jj) {
-            const int k = (ii - i + G) * S + (jj - j + G);
-            return isfinite(sv[k]) && sm[k] != MARK_ZINGER;
-        };
-        auto value = [&](int ii, int jj) { return sv[(ii - i + G) * S + (jj - j + G)]; };
-        // Gaussian-windowed centroid (rms 1.3 px) over the 7 x 7 box, iterated to its fixed point from the centroid
-        // of the positive excess of the 5 x 5 box (peaks.py _centroid)
+    float* sv = window_v[warp];
+    unsigned char* sm = window_m[warp];
+    double* wt = weights[warp];
+    for (int e = lane; e < S * S; e += 32) {
+        const int ii = i - G + e / S, jj = j - G + e % S;
+        const bool in = ii >= 0 && ii < ny && jj >= 0 && jj < nx;
+        const long long q = (long long)f * npix + (long long)ii * nx + jj;
+        sv[e] = in ? in_v[q] : NAN_F;
+        sm[e] = in ? in_mark[q] : (unsigned char)MARK_NONE;
+    }
+    __syncwarp();
+    for (int e = lane; e < S * S; e += 32) {  // is_zinger reads v only: each lane flags its own pixels
+        const int a = e / S, b = e % S;
+        if (a >= 1 && a < S - 1 && b >= 1 && b < S - 1 && sm[e] == MARK_STRONG && is_zinger(sv, S, a, b, min_spread))
+            sm[e] = MARK_ZINGER;
+    }
+    __syncwarp();
+    auto usable = [&](int ii, int jj) {
+        const int k = (ii - i + G) * S + (jj - j + G);
+        return isfinite(sv[k]) && sm[k] != MARK_ZINGER;
+    };
+    auto value = [&](int ii, int jj) { return sv[(ii - i + G) * S + (jj - j + G)]; };
+    // Gaussian-windowed centroid (rms 1.3 px) over the 7 x 7 box, iterated to its fixed point from the centroid
+    // of the positive excess of the 5 x 5 box (peaks.py _centroid); lane 0 decides, the warp follows
+    const int i0 = i - C > 0 ? i - C : 0, i1 = i + C + 1 < ny ? i + C + 1 : ny;
+    const int j0 = j - C > 0 ? j - C : 0, j1 = j + C + 1 < nx ? j + C + 1 : nx;
+    const double inv = 0.5 / (1.3 * 1.3);
+    double row = 0.0, col = 0.0;
+    if (lane == 0) {
         double wsum = 0.0, wi = 0.0, wj = 0.0;
         for (int ii = (i - 2 > 0 ? i - 2 : 0); ii < (i + 3 < ny ? i + 3 : ny); ++ii)
             for (int jj = (j - 2 > 0 ? j - 2 : 0); jj < (j + 3 < nx ? j + 3 : nx); ++jj)
@@ -790,29 +802,53 @@ __global__ void measure_peaks(const T* __restrict__ frames, const long long* __r
                     wi += vq * (double)ii;
                     wj += vq * (double)jj;
                 }
-        double row = wi / wsum, col = wj / wsum;
-        const int i0 = i - 3 > 0 ? i - 3 : 0, i1 = i + 4 < ny ? i + 4 : ny;
-        const int j0 = j - 3 > 0 ? j - 3 : 0, j1 = j + 4 < nx ? j + 4 : nx;
-        const double inv = 0.5 / (1.3 * 1.3);
-        for (int it = 0; it < 20; ++it) {
-            wsum = 0.0; wi = 0.0; wj = 0.0;
+        row = wi / wsum;
+        col = wj / wsum;
+    }
+    for (int it = 0; it < 20; ++it) {
+        row = __shfl_sync(0xffffffffu, row, 0);
+        col = __shfl_sync(0xffffffffu, col, 0);
+        for (int e = lane; e < CS * CS; e += 32) {
+            const int ii = i - C + e / CS, jj = j - C + e % CS;
+            double w = 0.0;
+            if (ii >= i0 && ii < i1 && jj >= j0 && jj < j1 && usable(ii, jj)) {
+                const double di = (double)ii - row, dj = (double)jj - col;
+                w = (double)value(ii, jj) * exp(-(di * di + dj * dj) * inv);
+            }
+            wt[e] = w;
+        }
+        __syncwarp();
+        int stop = 0;
+        if (lane == 0) {
+            double wsum = 0.0, wi = 0.0, wj = 0.0;
             for (int ii = i0; ii < i1; ++ii)
                 for (int jj = j0; jj < j1; ++jj)
                     if (usable(ii, jj)) {
-                        const double di = (double)ii - row, dj = (double)jj - col;
-                        const double wt = (double)value(ii, jj) * exp(-(di * di + dj * dj) * inv);
-                        wsum += wt;
-                        wi += wt * (double)ii;
-                        wj += wt * (double)jj;
+                        const double w = wt[(ii - i + C) * CS + (jj - j + C)];
+                        wsum += w;
+                        wi += w * (double)ii;
+                        wj += w * (double)jj;
                     }
-            if (!(wsum > 0.0)) break;
-            const double new_row = wi / wsum, new_col = wj / wsum;
-            if (fabs(new_row - i) > 1.0 || fabs(new_col - j) > 1.0) break;
-            const double moved = fabs(new_row - row) + fabs(new_col - col);
-            row = new_row;
-            col = new_col;
-            if (moved < 1e-4) break;
+            if (!(wsum > 0.0)) {
+                stop = 1;
+            } else {
+                const double new_row = wi / wsum, new_col = wj / wsum;
+                if (fabs(new_row - i) > 1.0 || fabs(new_col - j) > 1.0) {
+                    stop = 1;
+                } else {
+                    const double moved = fabs(new_row - row) + fabs(new_col - col);
+                    row = new_row;
+                    col = new_col;
+                    stop = moved < 1e-4;
+                }
+            }
         }
+        __syncwarp();  // wt is read before the next iteration writes it
+        if (__shfl_sync(0xffffffffu, stop, 0)) break;
+    }
+    if (lane == 0) {
+        const Par P = load_par(par);
+        const Bg B = load_bg(prof, filled, nframes, nbins, f);
         const int ci = (int)floor(row + 0.5) < 0 ? 0 : ((int)floor(row + 0.5) > ny - 1 ? ny - 1 : (int)floor(row + 0.5));
         const int cj = (int)floor(col + 0.5) < 0 ? 0 : ((int)floor(col + 0.5) > nx - 1 ? nx - 1 : (int)floor(col + 0.5));
         double total = 0.0, variance_sum = 0.0, scale_sum = 0.0;
