@@ -9,7 +9,8 @@ Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one C
 3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
 4. ``pixel_pass``: one thread per pixel, picking -> bit mask + counts (``grow_picks`` adds the neighbours of
    spot pixels with ``cutoff_spot``), and the excess over the background with its peak mark;
-   ``peak_pass``: tiles of 32 x 16 with a halo, zinger flags and the peak tests -> bit mask + counts;
+   ``peak_candidates``: tiles of 32 x 16 with a halo, zinger flags and the cheap peak tests -> bit mask;
+   the candidates are listed (prefix sums) and ``confirm_peaks`` applies the other tests, one thread each;
 5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peak_index`` compact the results and
    ``measure_peaks`` (one thread per peak) measures the peaks;
 6. device -> host copies of the sums, backgrounds and frame pointers into pinned memory.
@@ -49,6 +50,7 @@ TILE_H = 16              # rows of a peak-pass tile (32 columns: one bit-mask wo
 PIX_BLOCK = 256          # pixels of one row per block of the pixel pass
 EMIT_BLOCK = 256
 MEASURE_WARPS = 4        # peaks measured per block (one warp each)
+CONFIRM_BLOCK = 256      # threads per block of the peak confirmation (grid-stride over the candidates)
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
 _CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
           np.dtype(np.uint32): "unsigned int", np.dtype(np.int16): "short", np.dtype(np.int32): "int",
@@ -61,7 +63,7 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int) -> dict:
     """The compiled kernels for one raw dtype, pixel splitting, dark variance and peak half-patch."""
     flag = {True: "true", False: "false"}
     names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}>",
-             "pixel": f"pixel_pass<{ctype}>", "peak": f"peak_pass<{half}>", "picks": f"emit_picks<{ctype}>",
+             "pixel": f"pixel_pass<{ctype}>", "candidates": "peak_candidates", "confirm": f"confirm_peaks<{half}>", "picks": f"emit_picks<{ctype}>",
              "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
              "tables": "background_tables", "offsets": "frame_offsets", "grow": "grow_picks"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
@@ -186,11 +188,16 @@ class _Slot:
             self.sums = cp.empty((kernels.NSUMS, nframes, nbins))
             self.prof = cp.empty((3, nframes, nbins))
             self.filled = cp.empty((2, nframes, nbins), np.float32)
-            self.words = cp.zeros((3, nwords), np.uint32)  # picked pixels, peaks, spot pixels (cutoff_spot)
+            # picked pixels, peaks, spot pixels (cutoff_spot), peak candidates
+            self.words = cp.zeros((4, nwords), np.uint32)
             self.excess = cp.empty(nframes * ny * nx, np.float32)  # v of the pixel pass
             self.marks = cp.empty(nframes * ny * nx, np.uint8)  # its peak marks (kernels MARK_*)
-            self.counts = cp.zeros((2, nwords), np.int32)
-            self.scan = cp.zeros((2, nwords), np.int64)
+            self.counts = cp.zeros((3, nwords), np.int32)
+            self.scan = cp.zeros((3, nwords), np.int64)
+            # at most one pixel in four is a peak candidate (3 x 3 local maxima are never neighbours)
+            self.cand_cap = nframes * ((ny + 1) // 2) * ((nx + 1) // 2)
+            self.cand_index = cp.empty(self.cand_cap, np.int64)
+            self.cand_at = cp.empty(self.cand_cap, np.int64)
             self.fptr = cp.zeros((2, nframes + 1), np.int64)
             self.h_sums = cupyx.empty_pinned(self.sums.shape, np.float64)
             self.h_filled = cupyx.empty_pinned(self.filled.shape, np.float32)
@@ -305,11 +312,22 @@ class _Slot:
                          self.words[0], self.counts[0]))
         self._mark("pixels")
         if self.peaks:
-            fns["peak"]((n * s.nwords * ((ny + TILE_H - 1) // TILE_H),), (32 * TILE_H,),
-                        (np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.excess, self.marks,
-                         s.norm, s.radius, par, self.prof, self.filled, np.int32(nbins), np.float64(pk.noise),
-                         np.float64(pk.cutoff_peak), np.float64(pk.spread_snr), np.float64(pk.min_spread),
-                         np.int32(pk.near_mask == "reject"), self.words[1], self.counts[1]))
+            nwords_row = s.nwords
+            fns["candidates"]((n * nwords_row * ((ny + TILE_H - 1) // TILE_H),), (32 * TILE_H,),
+                              (np.int32(n), np.int32(ny), np.int32(nx), np.int32(nwords_row), self.excess,
+                               self.marks, np.float64(pk.min_spread), self.words[3], self.counts[2]))
+            cp.cumsum(self.counts[2, :nwords], dtype=np.int64, out=self.scan[2, :nwords])
+            fns["peak_index"](((nwords + EMIT_BLOCK - 1) // EMIT_BLOCK,), (EMIT_BLOCK,),
+                              (np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(nwords_row), self.words[3],
+                               self.scan[2], np.int64(self.cand_cap), self.cand_index, self.cand_at))
+            self.words[1, :nwords].fill(0)
+            self.counts[1, :nwords].fill(0)
+            fns["confirm"]((e._confirm_blocks,), (CONFIRM_BLOCK,),
+                           (self.scan[2, nwords - 1:], np.int64(self.cand_cap), self.cand_at, np.int32(n),
+                            np.int32(ny), np.int32(nx), np.int32(nwords_row), self.excess, self.marks, s.norm,
+                            s.radius, par, self.prof, self.filled, np.int32(nbins), np.float64(pk.noise),
+                            np.float64(pk.cutoff_peak), np.float64(pk.spread_snr), np.float64(pk.min_spread),
+                            np.int32(pk.near_mask == "reject"), self.words[1], self.counts[1]))
         self._mark("peaks")
         for k, wanted in enumerate((self.sparse, self.peaks)):
             if wanted:
@@ -441,6 +459,8 @@ class CudaEngine:
         self.stage_ms: dict[str, float] | None = None
         self._spread_row = 6 if self.integration.error_model == "azimuthal" else 2
         self._slots = [_Slot(self) for _ in range(max(1, streams))]
+        multiprocessors = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]
+        self._confirm_blocks = 8 * multiprocessors
         self._threads = staging_threads or min(16, os.cpu_count() or 1)
         self._pool = None
         self._pars: dict[np.dtype, cp.ndarray] = {}

@@ -5,7 +5,7 @@ numbers: ``preprocess_value`` is engine/corrections.py's ``_preprocess_kernel``;
 engine/integrate.py's ``_sigma_clip_kernel`` (float64 sums; only the order of the additions differs, being a
 tree over the block); ``background_tables`` is integrate.py's ``profile_from_sums`` and pick.py's
 ``filled_background`` (numpy.interp); ``pixel_pass``/``grow_picks``/``emit_picks`` are pick.py's
-``_classify``/``_is_kept``/``_fill_rows``; ``pixel_pass``/``peak_pass``/``emit_peak_index``/``measure_peaks``
+``_classify``/``_is_kept``/``_fill_rows``; ``pixel_pass``/``peak_candidates``/``confirm_peaks``/``measure_peaks``
 are peaks.py's ``_excess``/``_flag_zingers``/``_mark_peaks``/``_measure_peaks``/``_centroid``.  The module is
 compiled with ``--fmad=false`` so that ``a * b + c`` is rounded twice, as on the CPU.
 
@@ -569,99 +569,94 @@ __global__ void grow_picks(long long nwords_total, int ny, int nwords, const uns
     pick_counts[w] = __popc(word);
 }
 
-// Peak pass: one block of TILE_W x TILE_H threads per (frame, tile), frames fastest; v and marks of the tile
-// and a halo of 3 (a patch of up to 5 x 5 -- patch_size 5, or 3 next to a missing pixel -- and the ring that
-// its pixels' zinger tests read) come from the pixel pass.  Every thread applies the cheap tests to its pixel
-// (peak_candidate); the few candidates are listed in shared memory, the noise sigma_p^2 of their 3 x 3 boxes
-// is computed once per pixel by the whole block, and the candidates are confirmed one per thread, packed into
-// the first warps (so that the costly tests run on full warps, not on one or two lanes of every warp).  Each
-// warp writes one word of the peak bit mask.
-template <int H>
-__global__ void __launch_bounds__(TILE_W * TILE_H, 3)
-peak_pass(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v,
-          const unsigned char* __restrict__ in_mark, const float* __restrict__ norm,
-          const float* __restrict__ radius, const double* __restrict__ par, const double* __restrict__ prof,
-          const float* __restrict__ filled, int nbins, double peak_noise, double peak_cutoff, double spread_snr,
-          double min_spread, int reject, unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
-    const int G = 3;
+// Peak candidates: one block of TILE_W x TILE_H threads per (frame, tile), frames fastest; v and marks of the
+// tile and a halo of 2 (the ring that the 3 x 3 test reads, whose zinger flags need the next ring's v) come
+// from the pixel pass.  The tile's zinger flags are written back to the marks (each a function of v alone, so
+// a neighbouring tile that reads the mark before or after gets the same flag where it uses one), and the cheap
+// tests of peaks.py (rule 2e, 3 x 3 local maximum: peak_candidate) give one bit-mask word per warp and its
+// count.  At most one pixel in four is a candidate (no two neighbours are both 3 x 3 maxima).
+__global__ void __launch_bounds__(TILE_W * TILE_H)
+peak_candidates(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v,
+                unsigned char* __restrict__ marks, double min_spread, unsigned int* __restrict__ cand_words,
+                int* __restrict__ cand_counts) {
+    const int G = 2;
     const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
     __shared__ float sv[HH * W];
     __shared__ unsigned char sm[HH * W];
-    __shared__ unsigned char needed[HH * W];  // 1: sigma_p^2 wanted (a usable pixel of a candidate's box)
-    __shared__ double svar[HH * W];
-    __shared__ unsigned short candidates[TILE_W * TILE_H];
-    __shared__ unsigned int found[TILE_H];
-    __shared__ int ncandidates;
     const int f = blockIdx.x % nframes;
     const int tile = blockIdx.x / nframes;
     const int tx = tile % nwords, ty = tile / nwords;
     const int col0 = tx * TILE_W, row0 = ty * TILE_H;
     const long long base = (long long)f * ny * nx;
-    if (threadIdx.x == 0) ncandidates = 0;
-    if (threadIdx.x < TILE_H) found[threadIdx.x] = 0u;
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
         const int r = row0 - G + e / W, c = col0 - G + e % W;
         const bool in = r >= 0 && r < ny && c >= 0 && c < nx;
         sv[e] = in ? in_v[base + (long long)r * nx + c] : NAN_F;
-        sm[e] = in ? in_mark[base + (long long)r * nx + c] : (unsigned char)MARK_NONE;
-        needed[e] = 0;
+        sm[e] = in ? marks[base + (long long)r * nx + c] : (unsigned char)MARK_NONE;
     }
     __syncthreads();
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // zinger flags: each reads v and its own mark
         const int lr = e / W, lc = e % W;
-        if (lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && sm[e] == MARK_STRONG && is_zinger(sv, W, lr, lc, min_spread))
+        if (lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && sm[e] == MARK_STRONG && is_zinger(sv, W, lr, lc, min_spread)) {
             sm[e] = MARK_ZINGER;
+            const int r = row0 - G + lr, c = col0 - G + lc;
+            if (lr >= G && lr < G + TILE_H && lc >= G && lc < G + TILE_W && r < ny && c < nx)
+                marks[base + (long long)r * nx + c] = MARK_ZINGER;
+        }
     }
     __syncthreads();
     const int lr = threadIdx.x / TILE_W, lc = threadIdx.x % TILE_W;  // warp lr, lane lc
     const int row = row0 + lr, col = col0 + lc;
     const bool candidate = row < ny && col < nx && peak_candidate(sv, sm, W, lr + G, lc + G);
     const unsigned int ballot = __ballot_sync(0xffffffffu, candidate);
-    int first = 0;
-    if (lc == 0 && ballot) first = atomicAdd(&ncandidates, __popc(ballot));
-    first = __shfl_sync(0xffffffffu, first, 0);
-    if (candidate) {
-        candidates[first + __popc(ballot & ((1u << lc) - 1u))] = (unsigned short)threadIdx.x;
-#pragma unroll
-        for (int di = -1; di <= 1; ++di)
-#pragma unroll
-            for (int dj = -1; dj <= 1; ++dj) needed[(lr + G + di) * W + lc + G + dj] = 1;
-    }
-    __syncthreads();
-    const int total = ncandidates;
-    if (total == 0) {  // the usual tile: no peak
-        if (lc == 0 && row < ny) {
-            const long long w = ((long long)f * ny + row) * nwords + tx;
-            peak_words[w] = 0u;
-            peak_counts[w] = 0;
-        }
-        return;
-    }
-    {
-        const Par P = load_par(par);
-        const Bg B = load_bg(prof, filled, nframes, nbins, f);
-        for (int e = threadIdx.x; e < HH * W; e += blockDim.x)
-            if (needed[e] && isfinite(sv[e])) {
-                const long long q = (long long)(row0 - G + e / W) * nx + col0 - G + e % W;
-                svar[e] = pixel_var(B, peak_position(P, radius[q]), peak_noise);
-            }
-    }
-    __syncthreads();
-    if (threadIdx.x < total) {
-        const int t = candidates[threadIdx.x];
-        const int cr = t / TILE_W, cc = t % TILE_W;
-        const long long p = (long long)(row0 + cr) * nx + col0 + cc;
-        const int centre = (cr + G) * W + cc + G;
-        auto var_at = [&](int di, int dj) { return svar[centre + di * W + dj]; };
-        if (peak_confirm<H>(sv, sm, W, cr + G, cc + G, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p],
-                            var_at))
-            atomicOr(&found[cr], 1u << cc);
-    }
-    __syncthreads();
     if (lc == 0 && row < ny) {
         const long long w = ((long long)f * ny + row) * nwords + tx;
-        peak_words[w] = found[lr];
-        peak_counts[w] = __popc(found[lr]);
+        cand_words[w] = ballot;
+        cand_counts[w] = __popc(ballot);
+    }
+}
+
+// Peak confirmation, grid-stride over the listed candidates (at: frame * ny * nx + pixel; *total of them, in
+// device memory): peak_confirm on a 5 x 5 window of v and marks (zinger flags final), sigma_p^2 from the
+// pixel's radius; a peak sets its bit in peak_words and counts itself in peak_counts (both zeroed before).
+template <int H>
+__global__ void confirm_peaks(const long long* __restrict__ total, long long capacity, const long long* __restrict__ at,
+                              int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v,
+                              const unsigned char* __restrict__ marks, const float* __restrict__ norm,
+                              const float* __restrict__ radius, const double* __restrict__ par,
+                              const double* __restrict__ prof, const float* __restrict__ filled, int nbins,
+                              double peak_noise, double peak_cutoff, double spread_snr, double min_spread,
+                              int reject, unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
+    const int R = 2, WW = 2 * R + 1;
+    const long long n = *total < capacity ? *total : capacity;
+    const long long npix = (long long)ny * nx;
+    const Par P = load_par(par);
+    for (long long pos = (long long)blockIdx.x * blockDim.x + threadIdx.x; pos < n;
+         pos += (long long)gridDim.x * blockDim.x) {
+        const int f = (int)(at[pos] / npix);
+        const long long p = at[pos] - f * npix;
+        const int i = (int)(p / nx), j = (int)(p % nx);
+        float wv[WW * WW];
+        unsigned char wm[WW * WW];
+#pragma unroll
+        for (int a = 0; a < WW; ++a)
+#pragma unroll
+            for (int b = 0; b < WW; ++b) {
+                const int ii = i - R + a, jj = j - R + b;
+                const bool in = ii >= 0 && ii < ny && jj >= 0 && jj < nx;
+                const long long q = (long long)f * npix + (long long)ii * nx + jj;
+                wv[a * WW + b] = in ? in_v[q] : NAN_F;
+                wm[a * WW + b] = in ? marks[q] : (unsigned char)MARK_NONE;
+            }
+        const Bg B = load_bg(prof, filled, nframes, nbins, f);
+        auto var_at = [&](int di, int dj) {
+            return pixel_var(B, peak_position(P, radius[p + (long long)di * nx + dj]), peak_noise);
+        };
+        if (peak_confirm<H>(wv, wm, WW, R, R, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p], var_at)) {
+            const long long w = ((long long)f * ny + i) * nwords + (j >> 5);
+            atomicOr(&peak_words[w], 1u << (j & 31));
+            atomicAdd(&peak_counts[w], 1);
+        }
     }
 }
 
