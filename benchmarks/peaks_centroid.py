@@ -38,7 +38,7 @@ from scipy.spatial import cKDTree
 from braggsieve.engine.corrections import preprocess
 from braggsieve.engine.integrate import sigma_clip
 from braggsieve.engine.params import ClipParams
-from braggsieve.engine.peaks import PeakParams, _centroid, find_peaks
+from braggsieve.engine.peaks import _CENTROID_HALF, _WINDOW_SIGMA, PeakParams, _centroid, find_peaks
 from braggsieve.engine.scratch import scratch
 from braggsieve.geometry import pixels
 from braggsieve.simulate.params import BackgroundParams, BadPixelParams, NoiseParams, SsxParams
@@ -383,7 +383,8 @@ def main(argv=None):
     print(f"\n{'estimator (same peaks)':34s} {'RMS px':>7s} {'SNR 5-10':>8s} {'10-20':>6s} {'>= 20':>6s} "
           f"{'worst 1%':>8s}")
     res["estimators"] = {}
-    for name, e in [("braggsieve (window 1.5 px, 7x7)", err)] + [(n, r["variants"][:, m]) for m, n in
+    box = 2 * _CENTROID_HALF + 1
+    for name, e in [(f"braggsieve (window {_WINDOW_SIGMA:g} px, {box}x{box})", err)] + [(n, r["variants"][:, m]) for m, n in
                                                                   enumerate(VARIANTS)]:
         e2 = np.sum(e ** 2, axis=1)
         worst = np.sort(e2)[::-1]
