@@ -11,10 +11,23 @@ scattering angle (own sigma x pixel / distance).  Medians over the spots, per ax
 
 Data sets:
 * the PILATUS3 6M thaumatin grid stills 2-10 (``../shared/data/real``; geometry from their miniCBF headers);
-* ``--cspad``: the two thermolysin CSPAD stills as a (frames, 5920, 388) int32 .npy (read with the pycbf wheel
-  in a separate venv, see docs/peaks.md); each 185 x 194 ASIC's median is subtracted first (the frames carry a
-  different offset per ASIC), the error model is azimuthal (gain unknown), geometry = the ``cspad`` registry
-  layout at the header's 130.1 mm and 1.2726 A;
+* ``--cspad``: the two thermolysin CSPAD stills as a (frames, 5920, 388) int32 .npy, the four quadrants of each
+  CBF stacked (fabio cannot read them; the pycbf wheel can, in its own venv)::
+
+      python3 -m venv /tmp/pycbf_venv && /tmp/pycbf_venv/bin/pip install pycbf numpy
+      /tmp/pycbf_venv/bin/python -c "import pycbf, numpy as np, sys
+      def quads(p):
+          h = pycbf.cbf_handle_struct(); h.read_widefile(p.encode(), pycbf.MSG_DIGEST)
+          h.rewind_datablock(); h.select_datablock(0); h.find_category(b'array_data'); h.rewind_row()
+          for r in range(h.count_rows()):
+              r and h.next_row(); h.find_column(b'data')
+              yield np.frombuffer(h.get_integerarray_as_string(), np.int32).reshape(8 * 185, 388)
+      np.save(sys.argv[1], np.array([np.concatenate(list(quads(p))) for p in sys.argv[2:]]))" \
+          /tmp/cspad/frames.npy ../shared/data/real/ssx_cspad/*.cbf
+
+  each 185 x 194 ASIC's median is subtracted first (the frames carry a different offset per ASIC), the error
+  model is azimuthal (gain unknown), geometry = the ``cspad`` registry layout at the header's 130.1 mm and
+  1.2726 A;
 * ``--sim``: simulated runs (``braggsieve simulate``; only frames with a crystal);
 * ``--defaults N``: N hits simulated in memory with the simulator's default spot parameters on an Eiger 4M
   at its default 120 mm and on the PILATUS3 6M stills' geometry.
