@@ -53,7 +53,7 @@ from .atomic import atomic_output
 ENTRY = "entry_0000"
 NXDATA = "sparse_frames"
 REQUIRED = ("mask", "frame_ptr", "index", "intensity")
-_BLOSC2_NOFILTER, _BLOSC2_SHUFFLE, _BLOSC2_BITSHUFFLE = 0, 1, 2
+_BLOSC2_NOFILTER = 0
 _BLOSC2_BYTEDELTA = 35  # c-blosc2's byte-delta filter (the fixed one, c-blosc2 >= 2.10)
 _BLOSC2_ZSTD = 5
 
@@ -74,7 +74,7 @@ def _blosc2(clevel: int, blosc_filter: int, shuffle_first: bool = False) -> dict
 # intensities have mostly-zero low bits that the delta would scramble: shuffle + zstd alone suits them.
 # Measured on 20 simulated Eiger 4M hits (3.9 M stored pixels, docs/sparse.md): bytes per stored pixel for
 # index / intensity: bytedelta 0.69 / 0.51, zstd 0.88 / 0.56, bslz4 1.43 / 0.71; radius map at bin/4: 0.60 /
-# 1.50 / 5.1 MB.  zstd levels above 6 buy 1-7 % for 2-10x the time.  ``zstd`` suits readers whose c-blosc2
+# 1.50 / 3.9 MB.  zstd levels above 6 buy 1-7 % for 2-10x the time.  ``zstd`` suits readers whose c-blosc2
 # predates 2.10; ``bslz4`` writes everything with bitshuffle-LZ4 as pyFAI does.
 _ZSTD_FRAMES = dict(hdf5plugin.Blosc2(cname="zstd", clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE))
 _BSLZ4 = dict(hdf5plugin.Bitshuffle(cname="lz4"))
