@@ -62,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--batch-size must be at least 1, got {args.batch_size}")
     source = common.open_source(args)
     setup = common.load_geometry_and_corrections(args, source)
-    if setup.device == "cuda":
-        raise ParameterError("--device cuda is not available for peaks yet; use --device cpu")
     summary = run_peaks(source, setup, setup.param(PeakParams), setup.param(VetoParams), args.output,
                         hits_only=args.hits_only, compression=None if args.compression == "none" else "gzip",
                         batch_size=args.batch_size, plots=not args.no_plot, argv=sys.argv)

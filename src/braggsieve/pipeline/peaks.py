@@ -1,12 +1,14 @@
 """The peak-finding run: frames -> sigma-clipped background -> peaks -> CXI + .geom + veto outputs.
 
-One pass over the input in batches (memory bounded by the batch size whatever the run length): each batch is
-preprocessed, sigma-clipped, searched for peaks (braggsieve.engine.peaks), appended to the CXI file (and to
-the hits-only CXI file), and only the peak count per frame is kept for the veto outputs written at the end.
+One pass over the input in batches (memory bounded by the batch size whatever the run length): each batch goes
+through the engine of ``setup.device`` (preprocessing, sigma-clipping, peaks: braggsieve.engine.peaks on the
+CPU, the same rules on the GPU), is appended to the CXI file (and to the hits-only CXI file), and only the peak
+count per frame is kept for the veto outputs written at the end.
 All outputs are written under temporary names and renamed together when the run succeeds.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 from dataclasses import dataclass
@@ -14,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.corrections import preprocess
-from ..engine.integrate import sigma_clip
-from ..engine.peaks import PeakParams, find_peaks
+from ..engine.device import select_engine
+from ..engine.peaks import PeakParams
 from ..engine.records import PeakList
 from ..geometry import pixels
 from ..geometry.crystfel import write_geom
@@ -88,7 +89,8 @@ def run_peaks(source, setup, peak_params: PeakParams, veto: VetoParams, cxi_path
     files += [outputs.hits_cxi] if hits_only else []
     provenance = setup.provenance(source, argv=argv)
     d_spacing = pixels.d_spacing(setup.poni) if setup.poni.wavelength is not None else None
-    integration, clip = setup.integration, setup.clip
+    engine = select_engine(setup.device, setup.binning, setup.corrections, setup.integration, setup.clip, None,
+                           peak_params, d_spacing)
     first_refs = image_refs(source, source.frame_ids(0, 1))
     images = "link" if first_refs is not None else "copy"
     npeaks_all, sources_all, index_all = [], [], []
@@ -99,11 +101,16 @@ def run_peaks(source, setup, peak_params: PeakParams, veto: VetoParams, cxi_path
         hits_writer = (CxiWriter(tmp[outputs.hits_cxi], source.shape, source.dtype, images=images,
                                  compression=compression, link_dir=outputs.cxi.parent) if hits_only else None)
         bar = tqdm(total=source.nframes, unit="frame", desc="peaks", disable=None if progress is None else not progress)
-        try:
+        pending = collections.deque()  # (frames, ids) of the batches handed to the engine, in order
+
+        def batches():
             for frames, ids in source.iter_batches(batch_size):
-                pre = preprocess(frames, setup.corrections, integration.error_model)
-                profile = sigma_clip(pre, setup.binning, integration.error_model, clip)
-                peaks = find_peaks(pre, setup.binning, profile, peak_params, setup.corrections, d_spacing)
+                pending.append((frames, ids))
+                yield frames
+
+        try:
+            for result in engine.process_many(batches(), sparse=False, peaks=True):
+                (frames, ids), peaks = pending.popleft(), result.peaks
                 refs = image_refs(source, ids) if images == "link" else None
                 writer.append(peaks, frames=frames if images == "copy" else None, refs=refs)
                 if hits_writer is not None:
