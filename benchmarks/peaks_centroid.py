@@ -32,19 +32,29 @@ from pathlib import Path
 import h5py
 import numba as nb
 import numpy as np
+from peaks_quality import Truth, setup
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from braggsieve.engine.corrections import preprocess
 from braggsieve.engine.integrate import sigma_clip
 from braggsieve.engine.params import ClipParams
-from braggsieve.engine.peaks import _CENTROID_HALF, _WINDOW_SIGMA, PeakParams, _centroid, find_peaks
+from braggsieve.engine.peaks import (
+    _CENTROID_HALF,
+    _WINDOW_SIGMA,
+    PeakParams,
+    _centroid,
+    find_peaks,
+)
 from braggsieve.engine.scratch import scratch
-from braggsieve.geometry import pixels
-from braggsieve.simulate.params import BackgroundParams, BadPixelParams, NoiseParams, SsxParams
+from braggsieve.simulate.params import (
+    BackgroundParams,
+    BadPixelParams,
+    NoiseParams,
+    SsxParams,
+)
 from braggsieve.simulate.spots import add_spots
 from braggsieve.simulate.ssx import SsxSimulator
-from peaks_quality import Truth, setup
 
 SNR_BINS = (5, 7, 10, 20, 50, 100, np.inf)
 
@@ -180,7 +190,8 @@ def _variants(v, var_bg, ii, jj, start, out):
 
 
 VARIANTS = ("plain centroid 3x3", "plain centroid 5x5", "window 0.8 px, 5x5", "window 1.0 px, 5x5 (before)",
-            "window 1.2 px, 5x5", "window 1.2 px, 7x7", "window 1.4 px, 7x7", "window 1.6 px, 7x7", "window 1.8 px, 7x7",
+            "window 1.2 px, 5x5", "window 1.2 px, 7x7", "window 1.4 px, 7x7", "window 1.6 px, 7x7",
+            "window 1.8 px, 7x7",
             "window 1.6 px, 9x9", "window 2.0 px, 9x9", "Gaussian fit sigma 1.0, 5x5",
             "Gaussian fit sigma 1.0, 7x7", "Gaussian fit sigma 1.2, 7x7")
 
@@ -235,8 +246,6 @@ def main(argv=None):
     ny, nx = source.shape
     valid_map = ~corr.mask
     near_mask = ndimage.binary_dilation(corr.mask, iterations=3, border_value=1)  # <= 3 px from mask or edge
-    with h5py.File(args.run.with_name(args.run.name[:-3] + "_truth.h5"), "r") as f:
-        spot_scale = f["truth/frames/spot_scale"][()]
     frames = list(range(source.nframes if args.frames is None else min(args.frames, source.nframes)))
     clip, params = ClipParams(), PeakParams()
     out = np.empty((1, ny, nx), source.dtype)
@@ -253,7 +262,6 @@ def main(argv=None):
         profile = sigma_clip(pre, binning, integration.error_model, clip)
         peaks = find_peaks(pre, binning, profile, params, corr)
         v = scratch("peaks_excess", (1, ny, nx), np.float32).copy()
-        mark = scratch("peaks_mark", (1, ny, nx), np.uint8).copy()
         pos, snr, visible, _ = truth.frame(f)
         a = truth.rptr[f]
         sel = np.flatnonzero((snr >= 5) & visible)
@@ -318,9 +326,10 @@ def main(argv=None):
     r = {k: np.concatenate(x) for k, x in rec.items()}
     err = r["err"]
     d2 = np.sum(err ** 2, axis=1)
-    crb = cramer_rao(r["frac"][:, 0], r["frac"][:, 1], r["photons"], r["sig_r"], r["sig_c"], r["bg"], None)  # position-free: the bound of an isolated spot, no mask
+    # the bound of each spot alone, at its sub-pixel position, no mask
+    crb = cramer_rao(r["frac"][:, 0], r["frac"][:, 1], r["photons"], r["sig_r"], r["sig_c"], r["bg"], None)
     crb_rms = float(np.sqrt(np.mean(crb.sum(axis=1))))
-    res = {"frames": len(frames), "matched": int(len(err)), "rms_px": rms(err),
+    res = {"frames": len(frames), "matched": len(err), "rms_px": rms(err),
            "mean_row": float(err[:, 0].mean()), "mean_col": float(err[:, 1].mean()),
            "std_row": float(err[:, 0].std()), "std_col": float(err[:, 1].std()), "crb_rms_px": crb_rms}
     order = np.sort(d2)[::-1]
@@ -384,8 +393,9 @@ def main(argv=None):
           f"{'worst 1%':>8s}")
     res["estimators"] = {}
     box = 2 * _CENTROID_HALF + 1
-    for name, e in [(f"braggsieve (window {_WINDOW_SIGMA:g} px, {box}x{box})", err)] + [(n, r["variants"][:, m]) for m, n in
-                                                                  enumerate(VARIANTS)]:
+    estimators = [(f"braggsieve (window {_WINDOW_SIGMA:g} px, {box}x{box})", err)]
+    estimators += [(name, r["variants"][:, m]) for m, name in enumerate(VARIANTS)]
+    for name, e in estimators:
         e2 = np.sum(e ** 2, axis=1)
         worst = np.sort(e2)[::-1]
         row = {"rms_px": rms(e), "snr_5_10": rms(e[snr < 10]), "snr_10_20": rms(e[(snr >= 10) & (snr < 20)]),

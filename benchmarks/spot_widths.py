@@ -43,7 +43,6 @@ from pathlib import Path
 import fabio
 import h5py
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from braggsieve.engine.corrections import prepare_corrections, preprocess
@@ -110,7 +109,7 @@ def spot_moments(frames, poni: Poni, mask: np.ndarray, saturation: float, error_
 def summary(name: str, sigma: np.ndarray, pixel_m: float, distance_m: float) -> dict:
     own = np.sqrt(np.clip(sigma ** 2 - 1 / 12, 0, None))
     mrad = own * pixel_m / distance_m * 1e3
-    row = {"spots": int(len(sigma)), "pixel_um": pixel_m * 1e6, "distance_mm": distance_m * 1e3,
+    row = {"spots": len(sigma), "pixel_um": pixel_m * 1e6, "distance_mm": distance_m * 1e3,
            "sigma_px": np.median(sigma, axis=0).tolist(), "own_sigma_px": np.median(own, axis=0).tolist(),
            "own_sigma_mrad": np.median(mrad, axis=0).tolist(),
            "mrad_quartiles": np.quantile(np.sqrt(mrad[:, 0] * mrad[:, 1]), [0.25, 0.75]).tolist() if len(sigma)
@@ -145,6 +144,14 @@ def cspad_stills(path: Path):
     return list(frames), poni, mask, 16383.0 - 100, "azimuthal"
 
 
+def run_frames(source, indices):
+    """Frames ``indices`` of ``source`` (a FrameSource), one (ny, nx) array at a time (the same buffer)."""
+    buffer = np.empty((1, *source.shape), source.dtype)
+    for i in indices:
+        source.read_into(buffer, int(i))
+        yield buffer[0]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sim", type=Path, nargs="*", default=[])
@@ -175,15 +182,9 @@ def main(argv=None):
         mask = poni.detector.gap_mask() | source.metadata.pixel_mask
         with h5py.File(run.with_name(run.name[:-3] + "_truth.h5"), "r") as f:
             hits = np.flatnonzero(f["truth/frames/hit"][()])
-        buffer = np.empty((1, *source.shape), source.dtype)
-
-        def frames_of(run_hits=hits):
-            for i in run_hits:
-                source.read_into(buffer, int(i))
-                yield buffer[0]
         results[str(run)] = summary(f"simulated {run.name} ({len(hits)} hits)",
-                                    spot_moments(frames_of(), poni, mask, np.inf), poni.detector.pixel_size[0],
-                                    poni.dist)
+                                    spot_moments(run_frames(source, hits), poni, mask, np.inf),
+                                    poni.detector.pixel_size[0], poni.dist)
     if args.defaults:
         for name, poni in (("Eiger 4M, 120 mm", Poni.from_beam_center(get_detector("eiger4m"), 0.12, (1035.0, 1083.5),
                                                                       1e-10)),

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import erf
+from test_peaks_kernel import Scene, _find, _grid_spots, _match
 
 from braggsieve.engine.peaks import PeakParams
-from test_peaks_kernel import Scene, _find, _grid_spots, _match
 
 
 def _cramer_rao(rows, cols, photons, sigma, background, half=6):
@@ -46,7 +46,7 @@ def test_centroid_error_is_close_to_the_photon_noise_limit():
     peaks = _find(scene.inputs(), PeakParams())
     errors = []
     for f in range(24):
-        truth, index, _ = _match(peaks, rows, cols, frame=f)
+        truth, _, _ = _match(peaks, rows, cols, frame=f)
         assert set(truth) == set(range(len(rows)))  # every spot found (a rare noise split adds a second peak)
         a, b = peaks.frame_ptr[f], peaks.frame_ptr[f + 1]
         d = np.hypot(peaks.row[a:b, None] - rows[None], peaks.col[a:b, None] - cols[None])

@@ -19,18 +19,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engine.rng import STREAM_DEFECTS, STREAM_FRAME
 from ..errors import ParameterError
 from ..geometry.detectors import get_detector
 from ..geometry.pixels import polarization, q_nm, solid_angle, two_theta
 from ..geometry.poni import Poni, read_poni
 from .background import expected_background
 from .badpixels import plant_bad_pixels
-from .crystal import (excited_reflections, random_rotation, reciprocal_basis, reflections_within,
-                      wilson_intensities)
+from .crystal import (
+    excited_reflections,
+    random_rotation,
+    reciprocal_basis,
+    reflections_within,
+    wilson_intensities,
+)
+from .params import (
+    BackgroundParams,
+    BadPixelParams,
+    NoiseParams,
+    SetupParams,
+    SsxParams,
+)
 from .projection import Projection
-from .params import BackgroundParams, BadPixelParams, NoiseParams, SetupParams, SsxParams
 from .response import nominal_response, record_frames
-from ..engine.rng import STREAM_DEFECTS, STREAM_FRAME
 from .spots import add_spots
 
 # numpy Generator streams for the run's static draws (the numba kernels use rng.stream_key).
