@@ -806,9 +806,9 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
         for (int e = lane; e < CS * CS; e += 32) {
             const int ii = i - C + e / CS, jj = j - C + e % CS;
             double w = 0.0;
-            if (ii >= i0 && ii < i1 && jj >= j0 && jj < j1 && usable(ii, jj)) {
+            if (ii >= i0 && ii < i1 && jj >= j0 && jj < j1 && usable(ii, jj)) {  // separable window, as the CPU
                 const double di = (double)ii - row, dj = (double)jj - col;
-                w = (double)value(ii, jj) * exp(-(di * di + dj * dj) * inv);
+                w = (double)value(ii, jj) * exp(-(di * di) * inv) * exp(-(dj * dj) * inv);
             }
             wt[e] = w;
         }
