@@ -10,12 +10,9 @@ import h5py
 import numpy as np
 import pytest
 
-cp = pytest.importorskip("cupy")
-try:
-    HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
-except cp.cuda.runtime.CUDARuntimeError:
-    HAVE_GPU = False
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="needs a CUDA GPU")]
+from cuda_available import GPU_ONLY  # skips this module without CuPy
+
+pytestmark = GPU_ONLY
 
 from braggsieve.cli import main  # noqa: E402
 from braggsieve.io.cxi import read_cxi  # noqa: E402

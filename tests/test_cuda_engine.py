@@ -15,12 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-cp = pytest.importorskip("cupy")
-try:
-    HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
-except cp.cuda.runtime.CUDARuntimeError:
-    HAVE_GPU = False
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="needs a CUDA GPU")]
+from cuda_available import GPU_ONLY, cupy as cp  # skips this module without CuPy
+
+pytestmark = GPU_ONLY
 
 from braggsieve.engine.corrections import detector_markers, prepare_corrections, preprocess  # noqa: E402
 from braggsieve.engine.csr import build_binning  # noqa: E402
