@@ -15,6 +15,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ParameterError
+from .corrections import Corrections
+from .csr import RadialBinning
+from .params import ClipParams, IntegrationParams
+from .peaks import PeakParams
+from .pick import PickParams
 from .records import PeakList, RadialProfile, SparseFrames
 
 
@@ -51,3 +56,20 @@ def check_static_shapes(binning, corrections, d_spacing: np.ndarray | None = Non
     if d_spacing is not None and np.shape(d_spacing) != tuple(binning.shape):
         raise ParameterError(f"d-spacing map of shape {np.shape(d_spacing)} does not match the binning "
                              f"{binning.shape}")
+
+
+class BoundEngine:
+    """The binding that every backend shares: the radial binning, the corrections, the parameters (defaults
+    where None) and the optional d-spacing map (Angstrom, (ny, nx)), checked for matching shapes."""
+
+    def __init__(self, binning: RadialBinning, corrections: Corrections, integration: IntegrationParams | None = None,
+                 clip: ClipParams | None = None, pick: PickParams | None = None, peaks: PeakParams | None = None,
+                 d_spacing: np.ndarray | None = None):
+        check_static_shapes(binning, corrections, d_spacing)
+        self.binning = binning
+        self.corrections = corrections
+        self.integration = integration or IntegrationParams()
+        self.clip = clip or ClipParams()
+        self.pick_params = pick or PickParams()
+        self.peak_params = peaks or PeakParams()
+        self.d_spacing = d_spacing

@@ -10,17 +10,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .backend import FrameResults, check_static_shapes
-from .corrections import Corrections, Preprocessed, preprocess
-from .csr import RadialBinning
+from .backend import BoundEngine, FrameResults
+from .corrections import Preprocessed, preprocess
 from .integrate import integrate, sigma_clip
-from .params import ClipParams, IntegrationParams
-from .peaks import PeakParams, find_peaks
-from .pick import PickParams, pick_pixels
+from .peaks import find_peaks
+from .pick import pick_pixels
 from .records import RadialProfile
 
 
-class CpuEngine:
+class CpuEngine(BoundEngine):
     """Engine on the CPU, bound to one binning, one set of corrections and parameters.
 
     Args:
@@ -33,18 +31,6 @@ class CpuEngine:
     """
 
     device = "cpu"
-
-    def __init__(self, binning: RadialBinning, corrections: Corrections, integration: IntegrationParams | None = None,
-                 clip: ClipParams | None = None, pick: PickParams | None = None, peaks: PeakParams | None = None,
-                 d_spacing: np.ndarray | None = None):
-        check_static_shapes(binning, corrections, d_spacing)
-        self.binning = binning
-        self.corrections = corrections
-        self.integration = integration or IntegrationParams()
-        self.clip = clip or ClipParams()
-        self.pick_params = pick or PickParams()
-        self.peak_params = peaks or PeakParams()
-        self.d_spacing = d_spacing
 
     def _batch(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)

@@ -32,7 +32,7 @@ import cupyx
 import numpy as np
 
 from ...errors import ParameterError
-from ..backend import FrameResults, check_static_shapes
+from ..backend import BoundEngine, FrameResults
 from ..corrections import Corrections, detector_markers
 from ..csr import RadialBinning
 from ..integrate import BinSums, profile_from_sums
@@ -411,7 +411,7 @@ class _Slot:
         return FrameResults(profile=profile, sparse=sparse, peaks=peaks)
 
 
-class CudaEngine:
+class CudaEngine(BoundEngine):
     """Engine on one NVIDIA GPU (see :class:`braggsieve.engine.backend.Engine`), bound to one binning, one set
     of corrections and parameters.  Gives the CPU engine's results (the kernels mirror its arithmetic).
 
@@ -435,15 +435,9 @@ class CudaEngine:
                  clip: ClipParams | None = None, pick: PickParams | None = None, peaks: PeakParams | None = None,
                  d_spacing: np.ndarray | None = None, *, streams: int = 3, staging_threads: int | None = None,
                  clip_shared: int | None = None):
-        self.binning = binning
-        self.corrections = corrections
-        self.integration = integration or IntegrationParams()
-        self.clip = clip or ClipParams()
-        self.pick_params = pick or PickParams()
-        self.peak_params = peaks or PeakParams()
+        super().__init__(binning, corrections, integration, clip, pick, peaks, d_spacing)
         if self.integration.error_model == "variance":
             raise ParameterError("the cuda engine has no explicit-variance error model; use --device cpu")
-        check_static_shapes(binning, corrections, d_spacing)
         self.static = _Static(binning, corrections, d_spacing)
         if self.clip.cycles > MAX_HIST:
             raise ParameterError(f"the cuda engine runs at most {MAX_HIST} clipping cycles, got {self.clip.cycles}")
