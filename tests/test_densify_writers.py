@@ -36,7 +36,7 @@ def test_eiger_layout(tmp_path):
         assert (spec["x_pixels_in_detector"][()], spec["y_pixels_in_detector"][()]) == (60, 40)
         np.testing.assert_array_equal(spec["pixel_mask"][()] != 0, mask)
         assert det["beam_center_x"][()] == 30.5 and det["beam_center_y"][()] == 20.25
-        assert det["detector_distance"][()] == 0.2 and det["x_pixel_size"].attrs["units"] == "m"
+        assert det["detector_distance"][()] == 0.2 and det["x_pixel_size"].attrs["units"] == b"m"
         assert h5["entry/instrument/beam/incident_wavelength"][()] == pytest.approx(1.2)
         assert det["bit_depth_image"][()] == 32
 

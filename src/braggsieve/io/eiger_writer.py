@@ -1,24 +1,30 @@
 """Dense frames out: Eiger-like (Dectris / NXmx) master + data files, or miniCBF files.
 
-Eiger layout (what XDS's Neggia/Durin plugins and DIALS look for in a Dectris master file)::
+Eiger layout, as read by XDS's Neggia and Durin plugins and by DIALS (dxtbx FormatNXmx); what each reader
+requires is listed in docs/sparse.md and checked in tests/test_densify_readers.py::
 
-    NAME_master.h5
+    NAME_master.h5                 superblock v0, oldest object formats (Neggia parses HDF5 itself)
       /entry                       NXentry, definition = "NXmx"
       /entry/data                  NXdata
-        data_000001 ...            external links to NAME_data_000001.h5:/entry/data/data ...
-        data                       virtual dataset joining all data files (frames, ny, nx); optional, since
-                                   FabIO's EigerImage counts it as more frames
+        data_000001 ...            external links to NAME_data_000001.h5:/entry/data/data ... (Neggia, Durin)
+        data                       virtual dataset joining all data files (frames, ny, nx): DIALS' FormatNXmx
+                                   only recognises a file that has it; FabIO's EigerImage counts it as more frames
       /entry/instrument/beam       incident_wavelength (Angstrom)
       /entry/instrument/detector   x/y_pixel_size (m), beam_center_x/y (pixels), detector_distance (m),
                                    count_time, frame_time (s), sensor_material/thickness, description,
-                                   bit_depth_image, saturation_value, pixel_mask, depends_on + transformations
-        detectorSpecific           nimages, ntrigger, x/y_pixels_in_detector, pixel_mask (uint32, bit 0 =
-                                   gap/masked), countrate_correction_count_cutoff, compression
+                                   bit_depth_image, bit_depth_readout, saturation_value, pixel_mask (one chunk),
+                                   depends_on -> transformations/translation (distance along +z)
+        module                     NXdetector_module: data_origin, data_size (ny, nx), module_offset (beam centre
+                                   as an offset from the beam axis), fast/slow_pixel_direction (-x, -y, pixel size)
+        detectorSpecific           nimages, ntrigger, x/y_pixels_in_detector, x/y_pixel_size, pixel_mask
+                                   (uint32, bit 0 = gap/masked), countrate_correction_count_cutoff, compression
       /entry/sample                goniometer omega (deg, 0 for stills) with its depends_on chain
     NAME_data_000001.h5
-      /entry/data/data             (n, ny, nx) in the frames' dtype, one frame per chunk, bitshuffle-LZ4,
-                                   attributes image_nr_low / image_nr_high (1-based)
+      /entry/data/data             (n, ny, nx) integers (float frames are rounded to int32, NaN -> -1), one frame
+                                   per chunk, bitshuffle-LZ4 (filter 32008) as the only filter, attributes
+                                   image_nr_low / image_nr_high (1-based)
 
+Text (NX_class, units, depends_on, ...) is written as fixed-length ASCII, as the Dectris file writer does.
 Missing instrument values (a sparse file without geometry) are simply not written.  All files appear together,
 atomically, when the writer closes without error.
 """
@@ -48,11 +54,44 @@ def eiger_names(master: str | os.PathLike, nfiles: int) -> tuple[Path, list[Path
     return master, [master.with_name(f"{stem}_data_{k + 1:06d}.h5") for k in range(nfiles)]
 
 
+def _text(value: str) -> np.bytes_:
+    """A fixed-length ASCII string, the HDF5 string type every reader converts (Durin reads NX_class through C)."""
+    return np.bytes_(value.encode("ascii"))
+
+
+def _attrs(node: h5py.HLObject, **values) -> None:
+    """Set attributes, strings as fixed-length ASCII."""
+    for name, value in values.items():
+        node.attrs[name] = _text(value) if isinstance(value, str) else value
+
+
+def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    group = parent.create_group(name)
+    _attrs(group, NX_class=nx_class)
+    return group
+
+
 def _scalar(group: h5py.Group, name: str, value, units: str | None = None):
-    ds = group.create_dataset(name, data=value)
+    ds = group.create_dataset(name, data=_text(value) if isinstance(value, str) else value)
     if units:
-        ds.attrs["units"] = units
+        _attrs(ds, units=units)
     return ds
+
+
+def stored_dtype(dtype) -> np.dtype:
+    """dtype of the frames in the data files: integers as given; floats as int32, since Neggia refuses
+    non-integer data and Durin reads the bytes as integers of the same width."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.int32) if dtype.kind == "f" else dtype
+
+
+def trusted_maximum(dtype) -> int:
+    """Highest count that every reader takes as a valid value for frames of integer ``dtype``: dxtbx turns
+    the two top values of the ``bit_depth_readout`` range (2**31 for 32 bits) into -1/-2 markers, Neggia any
+    value at or above the signed maximum of the width into -1."""
+    dtype = np.dtype(dtype)
+    top = min(int(np.iinfo(dtype).max), 2 ** 31 - 1) if dtype.kind in "iu" else 2 ** 31 - 1
+    return top - 2
 
 
 class EigerWriter:
@@ -60,7 +99,7 @@ class EigerWriter:
 
     Args:
         master: ``NAME_master.h5``.
-        shape, dtype: of one frame.
+        shape, dtype: of one frame (float frames are stored rounded, as int32, NaN as -1).
         nframes: total number of frames (known in advance, as a Dectris detector knows ``nimages``).
         frames_per_file: frames in each data file.
         instrument: ``distance`` (m), ``x_pixel_size``/``y_pixel_size`` (m), ``beam_center_x``/``beam_center_y``
@@ -76,7 +115,7 @@ class EigerWriter:
                  source: str = "", virtual: bool = True):
         if frames_per_file < 1:
             raise ParameterError(f"frames per data file must be >= 1, got {frames_per_file}")
-        self.shape, self.dtype, self.nframes = tuple(shape), np.dtype(dtype), int(nframes)
+        self.shape, self.dtype, self.nframes = tuple(shape), stored_dtype(dtype), int(nframes)
         self.frames_per_file = frames_per_file
         nfiles = max(1, -(-self.nframes // frames_per_file))
         self.master, self.data_files = eiger_names(master, nfiles)
@@ -118,11 +157,8 @@ class EigerWriter:
                 self._handles.pop(old).close()
             first = number * self.frames_per_file
             count = min(self.frames_per_file, self.nframes - first)
-            handle = h5py.File(self._temps[self.data_files[number]], "w")
-            entry = handle.create_group("entry")
-            entry.attrs["NX_class"] = "NXentry"
-            data = entry.create_group("data")
-            data.attrs["NX_class"] = "NXdata"
+            handle = h5py.File(self._temps[self.data_files[number]], "w", libver="earliest")
+            data = _group(_group(handle, "entry", "NXentry"), "data", "NXdata")
             ds = data.create_dataset("data", shape=(count,) + self.shape, dtype=self.dtype,
                                      chunks=(1,) + self.shape, **_COMPRESSION)
             ds.attrs["image_nr_low"] = np.int32(first + 1)
@@ -141,19 +177,25 @@ class EigerWriter:
             number, offset = divmod(self._written, self.frames_per_file)
             ds = self._data_file(number)["entry/data/data"]
             take = min(len(frames) - k, ds.shape[0] - offset)
-            ds[offset:offset + take] = frames[k:k + take].astype(self.dtype, copy=False)
+            ds[offset:offset + take] = self._stored(frames[k:k + take])
             k += take
             self._written += take
 
+    def _stored(self, frames: np.ndarray) -> np.ndarray:
+        if frames.dtype.kind == "f" and self.dtype.kind in "iu":
+            limits = np.iinfo(self.dtype)
+            frames = np.clip(np.nan_to_num(np.rint(frames.astype(np.float64)), nan=-1), limits.min, limits.max)
+        return frames.astype(self.dtype, copy=False)
+
     def _write_master(self) -> None:
         info = self.instrument
-        with h5py.File(self._temps[self.master], "w") as h5:
-            h5.attrs.update({"NX_class": "NXroot", "default": "entry", "creator": f"braggsieve {__version__}"})
-            entry = h5.create_group("entry")
-            entry.attrs.update({"NX_class": "NXentry", "default": "data"})
-            entry.create_dataset("definition", data="NXmx")
-            data = entry.create_group("data")
-            data.attrs.update({"NX_class": "NXdata", "signal": "data" if self.virtual else "data_000001"})
+        with h5py.File(self._temps[self.master], "w", libver="earliest") as h5:
+            _attrs(h5, NX_class="NXroot", default="entry", creator=f"braggsieve {__version__}")
+            entry = _group(h5, "entry", "NXentry")
+            _attrs(entry, default="data")
+            _scalar(entry, "definition", "NXmx")
+            data = _group(entry, "data", "NXdata")
+            _attrs(data, signal="data" if self.virtual else "data_000001")
             layout = h5py.VirtualLayout(shape=(self.nframes,) + self.shape, dtype=self.dtype)
             for number, path in enumerate(self.data_files):
                 first = number * self.frames_per_file
@@ -163,29 +205,30 @@ class EigerWriter:
                                                                  shape=(count,) + self.shape)
             if self.virtual:
                 data.create_virtual_dataset("data", layout)
-            instrument = entry.create_group("instrument")
-            instrument.attrs["NX_class"] = "NXinstrument"
-            beam = instrument.create_group("beam")
-            beam.attrs["NX_class"] = "NXbeam"
+            instrument = _group(entry, "instrument", "NXinstrument")
+            beam = _group(instrument, "beam", "NXbeam")
             if info.get("wavelength"):
                 _scalar(beam, "incident_wavelength", float(info["wavelength"]) * 1e10, "angstrom")
             self._write_detector(instrument)
             self._write_sample(entry)
-            process = entry.create_group("process")
-            process.attrs["NX_class"] = "NXprocess"
-            process.create_dataset("program", data="braggsieve densify")
-            process.create_dataset("version", data=__version__)
-            process.create_dataset("source", data=self.source)
+            process = _group(entry, "process", "NXprocess")
+            _scalar(process, "program", "braggsieve densify")
+            _scalar(process, "version", __version__)
+            process.create_dataset("source", data=self.source)  # a path: UTF-8
 
     def _write_detector(self, instrument: h5py.Group) -> None:
         info = self.instrument
-        det = instrument.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
+        det = _group(instrument, "detector", "NXdetector")
+        special = _group(det, "detectorSpecific", "NXcollection")
         ny, nx = self.shape
-        det.create_dataset("description", data="dense frames rebuilt from sparse frames by braggsieve")
+        _scalar(det, "description", "dense frames rebuilt from sparse frames by braggsieve")
+        px = py = None
         if info.get("x_pixel_size"):
-            _scalar(det, "x_pixel_size", float(info["x_pixel_size"]), "m")
-            _scalar(det, "y_pixel_size", float(info.get("y_pixel_size", info["x_pixel_size"])), "m")
+            px = float(info["x_pixel_size"])
+            py = float(info.get("y_pixel_size") or px)
+            for group in (det, special):  # Durin looks in detectorSpecific when the detector has none
+                _scalar(group, "x_pixel_size", px, "m")
+                _scalar(group, "y_pixel_size", py, "m")
         for name in ("beam_center_x", "beam_center_y"):
             if info.get(name) is not None:
                 _scalar(det, name, float(info[name]), "pixel")
@@ -193,64 +236,67 @@ class EigerWriter:
         _scalar(det, "count_time", count_time, "s")
         _scalar(det, "frame_time", count_time, "s")
         _scalar(det, "sensor_thickness", float(info.get("sensor_thickness", 450e-6)), "m")
-        det.create_dataset("sensor_material", data=str(info.get("sensor_material", "Si")))
-        _scalar(det, "bit_depth_image", np.int32(8 * self.dtype.itemsize))
+        _scalar(det, "sensor_material", str(info.get("sensor_material", "Si")))
+        bits = np.int32(8 * self.dtype.itemsize)
+        _scalar(det, "bit_depth_image", bits)
+        _scalar(det, "bit_depth_readout", bits)  # dxtbx converts uint32 frames to int32 only when it is given
         saturation = info.get("saturation")
-        if saturation is None and self.dtype.kind in "iu":
-            saturation = np.iinfo(self.dtype).max - 1
-        if saturation is not None:
-            _scalar(det, "saturation_value", np.int64(saturation))
+        if saturation is None:
+            saturation = trusted_maximum(self.dtype)
+        _scalar(det, "saturation_value", np.int64(saturation))
         mask = np.zeros(self.shape, np.uint32)
         if self.pixel_mask is not None:
             mask[self.pixel_mask] = 1  # bit 0: gap / masked
-        det.create_dataset("pixel_mask", data=mask, **_COMPRESSION)
-        special = det.create_group("detectorSpecific")
-        special.attrs["NX_class"] = "NXcollection"
+        # one chunk: Neggia decodes the mask from the chunk at (0, 0) only
+        det.create_dataset("pixel_mask", data=mask, chunks=self.shape, **_COMPRESSION)
+        special["pixel_mask"] = det["pixel_mask"]
         _scalar(special, "nimages", np.int64(self.nframes))
         _scalar(special, "ntrigger", np.int64(1))
         _scalar(special, "x_pixels_in_detector", np.int32(nx))
         _scalar(special, "y_pixels_in_detector", np.int32(ny))
-        special["pixel_mask"] = det["pixel_mask"]
-        if saturation is not None:
-            _scalar(special, "countrate_correction_count_cutoff", np.int64(saturation))
-        special.create_dataset("compression", data="bslz4")
-        if info.get("distance"):
+        _scalar(special, "countrate_correction_count_cutoff", np.int64(saturation))
+        _scalar(special, "compression", "bslz4")
+        if info.get("distance") and px:
             distance = float(info["distance"])
             _scalar(det, "detector_distance", distance, "m")
             _scalar(special, "detector_distance", distance, "m")
-            # NXmx: the detector's position, from the beam centre and distance
-            det.create_dataset("depends_on", data="/entry/instrument/detector/transformations/translation")
-            trans = det.create_group("transformations")
-            trans.attrs["NX_class"] = "NXtransformations"
-            px, py = float(info.get("x_pixel_size", 0)), float(info.get("y_pixel_size", 0))
-            offset = [-float(info.get("beam_center_x", 0)) * px, -float(info.get("beam_center_y", 0)) * py, 0.0]
-            t = _scalar(trans, "translation", distance, "m")
-            t.attrs.update({"transformation_type": "translation", "vector": [0.0, 0.0, 1.0], "depends_on": "."})
-            module = det.create_group("module")
-            module.attrs["NX_class"] = "NXdetector_module"
-            module.create_dataset("data_origin", data=np.array([0, 0], np.int32))
-            module.create_dataset("data_size", data=np.array([ny, nx], np.int32))
-            fast = _scalar(module, "fast_pixel_direction", px, "m")
-            fast.attrs.update({"transformation_type": "translation", "vector": [-1.0, 0.0, 0.0],
-                               "offset": offset, "offset_units": "m",
-                               "depends_on": "/entry/instrument/detector/transformations/translation"})
-            slow = _scalar(module, "slow_pixel_direction", py, "m")
-            slow.attrs.update({"transformation_type": "translation", "vector": [0.0, -1.0, 0.0],
-                               "offset": offset, "offset_units": "m",
-                               "depends_on": "/entry/instrument/detector/transformations/translation"})
+            self._write_transformations(det, distance, px, py, float(info.get("beam_center_x") or 0.0),
+                                        float(info.get("beam_center_y") or 0.0))
+
+    def _write_transformations(self, det: h5py.Group, distance: float, px: float, py: float, beam_x: float,
+                               beam_y: float) -> None:
+        """NXmx geometry (McStas frame: z along the beam, y up, x completing a right-handed frame): the detector
+        translated by ``distance`` along z; pixel (f, s) at module_offset + f px (-x) + s py (-y), so that the
+        beam axis meets pixel (beam_x, beam_y) (pixel-corner coordinates, as beam_center_x/y)."""
+        translation_path = "/entry/instrument/detector/transformations/translation"
+        module_offset_path = "/entry/instrument/detector/module/module_offset"
+        _scalar(det, "depends_on", translation_path)
+        trans = _group(det, "transformations", "NXtransformations")
+        _attrs(_scalar(trans, "translation", distance, "m"), transformation_type="translation",
+               vector=np.array([0.0, 0.0, 1.0]), offset=np.zeros(3), depends_on=".")
+        module = _group(det, "module", "NXdetector_module")
+        ny, nx = self.shape
+        module.create_dataset("data_origin", data=np.array([0, 0], np.int32))
+        module.create_dataset("data_size", data=np.array([ny, nx], np.int32))
+        offset = np.array([beam_x * px, beam_y * py, 0.0])
+        length = float(np.linalg.norm(offset))
+        _attrs(_scalar(module, "module_offset", length, "m"), transformation_type="translation",
+               vector=offset / length if length > 0 else np.array([1.0, 0.0, 0.0]), offset=np.zeros(3),
+               depends_on=translation_path)
+        for name, size, vector in (("fast_pixel_direction", px, [-1.0, 0.0, 0.0]),
+                                   ("slow_pixel_direction", py, [0.0, -1.0, 0.0])):
+            _attrs(_scalar(module, name, size, "m"), transformation_type="translation", vector=np.array(vector),
+                   offset=np.zeros(3), depends_on=module_offset_path)
 
     def _write_sample(self, entry: h5py.Group) -> None:
-        sample = entry.create_group("sample")
-        sample.attrs["NX_class"] = "NXsample"
-        sample.create_dataset("depends_on", data="/entry/sample/transformations/omega")
-        trans = sample.create_group("transformations")
-        trans.attrs["NX_class"] = "NXtransformations"
+        sample = _group(entry, "sample", "NXsample")
+        _scalar(sample, "depends_on", "/entry/sample/transformations/omega")
+        trans = _group(sample, "transformations", "NXtransformations")
         omega = trans.create_dataset("omega", data=np.zeros(self.nframes))
-        omega.attrs.update({"units": "deg", "transformation_type": "rotation", "vector": [-1.0, 0.0, 0.0],
-                            "depends_on": "."})
-        trans.create_dataset("omega_increment_set", data=0.0).attrs["units"] = "deg"
-        gonio = sample.create_group("goniometer")
-        gonio.attrs["NX_class"] = "NXtransformations"
+        _attrs(omega, units="deg", transformation_type="rotation", vector=np.array([-1.0, 0.0, 0.0]),
+               offset=np.zeros(3), depends_on=".")
+        _scalar(trans, "omega_increment_set", 0.0, "deg")
+        gonio = _group(sample, "goniometer", "NXtransformations")
         gonio["omega"] = omega
         _scalar(gonio, "omega_range_average", 0.0, "deg")
 
