@@ -86,12 +86,13 @@ def stored_dtype(dtype) -> np.dtype:
 
 
 def trusted_maximum(dtype) -> int:
-    """Highest count that every reader takes as a valid value for frames of integer ``dtype``: dxtbx turns
-    the two top values of the ``bit_depth_readout`` range (2**31 for 32 bits) into -1/-2 markers, Neggia any
-    value at or above the signed maximum of the width into -1."""
+    """Highest count that every reader takes as a valid value for frames of integer ``dtype`` (the default
+    ``saturation_value``): Neggia (2020 and later) turns any value at or above the signed maximum of the stored
+    width into -1 (uint16: 32767 and up), dxtbx turns the two top values of the ``bit_depth_readout`` range
+    (2**31 for 32 bits) into the -1/-2 markers."""
     dtype = np.dtype(dtype)
-    top = min(int(np.iinfo(dtype).max), 2 ** 31 - 1) if dtype.kind in "iu" else 2 ** 31 - 1
-    return top - 2
+    width = dtype.itemsize if dtype.kind in "iu" else 4
+    return min(2 ** (8 * width - 1) - 2, 2 ** 31 - 3)
 
 
 class EigerWriter:
@@ -106,8 +107,9 @@ class EigerWriter:
             (pixels), ``wavelength`` (m), optional ``count_time`` (s), ``saturation`` (counts).
         pixel_mask: bool ``(ny, nx)``, True = masked (written as bit 0), or None.
         source: what the frames were made from (recorded in the master).
-        virtual: also write ``/entry/data/data``, a virtual dataset over all data files (readers that count
-            every ``data*`` member of ``/entry/data``, such as FabIO's EigerImage, then see the frames twice).
+        virtual: also write ``/entry/data/data``, a virtual dataset over all data files.  DIALS (dxtbx's
+            FormatNXmx) only recognises a master that has it; readers that count every ``data*`` member of
+            ``/entry/data``, such as FabIO's EigerImage, then see the frames twice.  XDS reads data_NNNNNN.
     """
 
     def __init__(self, master: str | os.PathLike, shape: tuple[int, int], dtype, *, nframes: int,
