@@ -342,3 +342,23 @@ def test_float_frames_are_stored_as_int32(tmp_path):
         np.testing.assert_array_equal(data, [[[0, 3], [-1, 2 ** 31 - 1]], [[-4, 2], [12, 0]]])
         det = h5["entry/instrument/detector"]
         assert det["bit_depth_image"][()] == 32 and det["saturation_value"][()] == 2 ** 31 - 3
+
+
+def test_pixel_mask_is_one_chunk_on_a_large_detector(tmp_path):
+    """Neggia decodes the mask from the chunk at (0, 0) as if it were the whole mask: on a detector large enough
+    for h5py to split an auto-chunked mask, the mask must still be one bitshuffle-LZ4 chunk of ny * nx * 4
+    bytes (the chunk's big-endian size header)."""
+    shape = (1100, 1030)
+    mask = np.zeros(shape, bool)
+    mask[:, 513:515] = True
+    with EigerWriter(tmp_path / "big_master.h5", shape, np.uint16, nframes=1, instrument=INFO,
+                     pixel_mask=mask) as writer:
+        writer.append(np.zeros((1,) + shape, np.uint16))
+    with h5py.File(tmp_path / "big_master.h5") as h5:
+        pixel_mask = h5["entry/instrument/detector/detectorSpecific/pixel_mask"]
+        assert pixel_mask.chunks == shape
+        _check_bslz4(pixel_mask)
+        _filter_mask, chunk = pixel_mask.id.read_direct_chunk((0, 0))
+        assert int.from_bytes(chunk[:8], "big") == shape[0] * shape[1] * 4
+        np.testing.assert_array_equal(pixel_mask[()] == 1, mask)
+        assert h5["entry/instrument/detector/saturation_value"][()] == 2 ** 15 - 2  # Neggia: 32767 and up -> -1
