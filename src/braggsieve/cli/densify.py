@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument("--no-virtual", action="store_true",
                         help="eiger: do not add /entry/data/data (the virtual dataset over the data files) to the "
                              "master; FabIO's Eiger reader counts every data* member and so sees the frames twice "
-                             "when it is there")
+                             "when it is there, but DIALS (dxtbx FormatNXmx) recognises the master only with it")
     parser.add_argument("--frames-per-file", type=int, default=1000, metavar="N",
                         help="eiger: frames per data file (default: 1000)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="frames densified together "
