@@ -276,3 +276,35 @@ def test_virtual_dataset_reads_through_and_a_missing_source_is_an_error(tmp_path
             open_frames(str(tmp_path / "vds.h5"))
     finally:
         os.chdir(cwd)
+
+
+def _deferred_consumer(source, batch_size, buffers, in_flight, prefetch=True):
+    """Consume batches the way the CUDA engine's process_many does: a batch's content is only read when it is
+    collected, ``in_flight`` batches later (or at the end).  Returns the frames as read at collection."""
+    pending, collected = [], []
+    for frames, _ in source.iter_batches(batch_size, buffers=buffers, prefetch=prefetch):
+        if len(pending) == in_flight:
+            collected.append(pending.pop(0).copy())
+        pending.append(frames)
+    collected.extend(p.copy() for p in pending)
+    return np.concatenate(collected)
+
+
+def test_batches_decoded_into_caller_buffers(tmp_path):
+    """``buffers`` (a GPU engine's pinned buffers): the same frames and ids as fresh arrays, decoded in place,
+    and enough buffers (batches in flight + 2) that none is overwritten before the consumer is done with it."""
+    data = _frames(23)
+    source = open_frames([_h5(tmp_path / "a.h5", data[:10]), _h5(tmp_path / "b.h5", data[10:])])
+    buffers = [np.empty((4, 12, 9), np.uint32) for _ in range(5)]
+    got = list(source.iter_batches(4, buffers=buffers))
+    want = list(source.iter_batches(4))
+    assert len(got) == len(want) == 6
+    for k, ((frames, ids), (fresh, fresh_ids)) in enumerate(zip(got, want)):
+        assert np.shares_memory(frames, buffers[k % 5])
+        np.testing.assert_array_equal(ids.position, fresh_ids.position)
+    np.testing.assert_array_equal(_deferred_consumer(source, 4, buffers, in_flight=3), data)
+    np.testing.assert_array_equal(_deferred_consumer(source, 4, buffers[:4], in_flight=3, prefetch=False), data)
+    # as many buffers as batches in flight (no prefetch): the next read overwrites a batch still in flight
+    assert not np.array_equal(_deferred_consumer(source, 4, buffers[:3], in_flight=3, prefetch=False), data)
+    with pytest.raises(ValueError, match="buffers"):
+        next(source.iter_batches(4, buffers=[np.empty((3, 12, 9), np.uint32)] * 2))

@@ -73,3 +73,8 @@ class BoundEngine:
         self.pick_params = pick or PickParams()
         self.peak_params = peaks or PeakParams()
         self.d_spacing = d_spacing
+
+    def batch_buffers(self, batch_size: int, dtype) -> list[np.ndarray] | None:
+        """Host buffers that a reader should decode batches into (``FrameSource.iter_batches(buffers=...)``), or
+        None when ordinary arrays do as well (the CPU)."""
+        return None

@@ -434,17 +434,31 @@ class FrameSource:
                 run(job)
         return ids
 
-    def iter_batches(self, batch_size: int = 16, prefetch: bool = True) -> Iterator[tuple[np.ndarray, FrameIds]]:
+    def iter_batches(self, batch_size: int = 16, prefetch: bool = True,
+                     buffers: Sequence[np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, FrameIds]]:
         """Yield ``(frames, ids)`` for consecutive batches of at most ``batch_size`` frames, in input order.
 
-        ``frames`` is a new (n, ny, nx) array of the raw dtype for each batch.  With ``prefetch`` the next batch
-        is read in a background thread while the caller works on the current one, so at most two batches
-        (plus those the caller keeps) are in memory."""
+        ``frames`` is a new (n, ny, nx) array of the raw dtype for each batch, or, with ``buffers`` (arrays of
+        shape (batch_size, ny, nx) and the source's dtype, C-contiguous: e.g. the pinned buffers of a GPU engine,
+        ``engine.batch_buffers``), the first n frames of ``buffers[k % len(buffers)]`` for batch k, decoded in
+        place.  A buffer is then read again len(buffers) batches later, and with ``prefetch`` that read starts when
+        the batch before it is yielded: the caller may keep at most len(buffers) - 2 earlier batches besides the
+        current one (len(buffers) - 1 without ``prefetch``).  With ``prefetch`` the next batch is read in a background thread while the caller works on
+        the current one, so at most two batches (plus those the caller keeps) are in memory."""
         if batch_size < 1:
             raise ParameterError(f"batch size must be at least 1, got {batch_size}")
+        if buffers is not None and (len(buffers) < 2 or any(
+                b.shape != (batch_size, *self.shape) or b.dtype != self.dtype or not b.flags.c_contiguous
+                for b in buffers)):
+            raise ValueError(f"iter_batches needs at least 2 C-contiguous ({batch_size}, {self.shape[0]}, "
+                             f"{self.shape[1]}) {self.dtype} buffers")
 
         def read(start):
-            out = np.empty((min(batch_size, self.nframes - start), *self.shape), self.dtype)
+            count = min(batch_size, self.nframes - start)
+            if buffers is None:
+                out = np.empty((count, *self.shape), self.dtype)
+            else:
+                out = buffers[(start // batch_size) % len(buffers)][:count]
             return out, self.read_into(out, start)
 
         starts = range(0, self.nframes, batch_size)

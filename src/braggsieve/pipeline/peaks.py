@@ -104,7 +104,8 @@ def run_peaks(source, setup, peak_params: PeakParams, veto: VetoParams, cxi_path
         pending = collections.deque()  # (frames, ids) of the batches handed to the engine, in order
 
         def batches():
-            for frames, ids in source.iter_batches(batch_size):
+            buffers = engine.batch_buffers(batch_size, source.dtype)  # pinned on a GPU: no staging copy
+            for frames, ids in source.iter_batches(batch_size, buffers=buffers):
                 pending.append((frames, ids))
                 yield frames
 

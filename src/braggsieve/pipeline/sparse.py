@@ -107,7 +107,8 @@ def sparsify_run(source, setup, pick: PickParams, output: str | os.PathLike, *, 
         pending = collections.deque()  # frame ids of the batches handed to the engine, in order
 
         def batches():
-            for frames, ids in source.iter_batches(batch_size):
+            buffers = engine.batch_buffers(batch_size, source.dtype)  # pinned on a GPU: no staging copy
+            for frames, ids in source.iter_batches(batch_size, buffers=buffers):
                 pending.append(ids)
                 yield frames
 

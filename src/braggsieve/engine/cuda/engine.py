@@ -537,6 +537,13 @@ class CudaEngine(BoundEngine):
         while pending:
             yield pending.popleft().collect()
 
+    def batch_buffers(self, batch_size: int, dtype) -> list[np.ndarray]:
+        """Page-locked ``(batch_size, ny, nx)`` buffers, one per stream plus two, for a reader to decode batches
+        into (``FrameSource.iter_batches(buffers=...)``): :meth:`process_many` then copies them to the GPU without
+        staging, and none is read into again before its results are yielded (``streams`` batches in flight, the
+        one being submitted, the one the reader prefetches)."""
+        return [self.pinned_frames(batch_size, dtype) for _ in range(len(self._slots) + 2)]
+
     def pinned_frames(self, nframes: int, dtype) -> np.ndarray:
         """A page-locked ``(nframes, ny, nx)`` numpy array: batches read into it cross PCIe without staging."""
         return cupyx.empty_pinned((nframes,) + tuple(self.binning.shape), np.dtype(dtype))
