@@ -14,6 +14,7 @@ parts that have a record.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -85,7 +86,7 @@ def result_checksums(results) -> np.ndarray:
     return out
 
 
-def _engine(setup):
+def engine_for(setup):
     """The engine of ``setup`` (its device), made once per process and setup (a Dask worker keeps it)."""
     from ..engine.device import select_engine
     from ..geometry import pixels
@@ -117,16 +118,22 @@ def write_part(paths: PartPaths, batches: Iterable[tuple[np.ndarray, FrameIds, l
         extra: JSON-ready items added to the record (e.g. the part's frame range).
         on_batch: called as ``on_batch(ids, results)`` (engine FrameResults) after each batch is written.
     """
-    engine = _engine(setup)
+    engine = engine_for(setup)
     started = time.perf_counter()
     columns: dict[str, list[np.ndarray]] = {name: [] for name in PART_FIELDS}
     with open_sparse_writer(paths.sparse, setup, setup.param(PickParams), dtype, provenance) as sparse_writer, \
             atomic_output(paths.cxi) as cxi_tmp:
         cxi = CxiWriter(cxi_tmp, shape, dtype, images=images, link_dir=paths.cxi.parent)
-        try:
+        pending = collections.deque()  # (frames, ids, refs) of the batches handed to the engine, in order
+
+        def frames_only():
             for frames, ids, refs in batches:
-                results = engine.process(frames)
-                sparse = results.sparse
+                pending.append((frames, ids, refs))
+                yield frames
+
+        try:
+            for results in engine.process_many(frames_only()):  # the GPU overlaps the batches in flight
+                (frames, ids, refs), sparse = pending.popleft(), results.sparse
                 if sparse.intensity.dtype != sparse_writer.dtype:
                     sparse = dataclasses.replace(sparse, intensity=sparse.intensity.astype(sparse_writer.dtype))
                 sparse_writer.append(sparse, sources, ids.source, ids.index)

@@ -42,7 +42,7 @@ from .. import __version__
 from ..errors import ParameterError
 from ..io.frames import FrameIds, FrameRange, open_frames
 from ..params import as_dict, option
-from .parts import PART_FIELDS, PartPaths, read_record, write_part
+from .parts import PART_FIELDS, PartPaths, engine_for, read_record, write_part
 from .veto import VetoParams, is_hit, plot_veto, write_frame_table, write_hit_list
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,8 @@ def process_part(spec: SourceSpec, setup, part: Part, folder: str | os.PathLike,
     source = spec.open(part.frames)
 
     def batches():
-        for frames, ids in source.iter_batches(batch_size):
+        buffers = engine_for(setup).batch_buffers(batch_size, source.dtype)  # pinned on a GPU: no staging copy
+        for frames, ids in source.iter_batches(batch_size, buffers=buffers):
             ids = FrameIds(source=ids.source, index=ids.index, position=ids.position + part.start)
             yield frames, ids, image_refs(source, ids) if images == "link" else None
 
