@@ -71,10 +71,10 @@ def test_single_panel_matches_pyfai(rots):
     assert glob["peak_list"] == "/entry_1/result_1" and glob["peak_list_type"] == "cxi"
     assert glob["data"] == "/entry_1/data_1/data" and glob["dim0"] == "%" and glob["adu_per_photon"] == "8"
     assert abs(float(glob["photon_energy"]) - 12398.42) < 0.01
-    if rots == (0.0, 0.0, 0.0):  # DESIGN.md: corner = -poni / pixel, no half-pixel term
-        assert float(panels["p0"]["corner_x"]) == pytest.approx(-poni.poni2 / pixel)
+    if rots == (0.0, 0.0, 0.0):  # x = -x2, y = x1 (geometry.crystfel docstring), no half-pixel term
+        assert float(panels["p0"]["corner_x"]) == pytest.approx(poni.poni2 / pixel)
         assert float(panels["p0"]["corner_y"]) == pytest.approx(-poni.poni1 / pixel)
-        assert panels["p0"]["fs"] == "+1.000000x +0.000000y" and "coffset" not in panels["p0"]
+        assert panels["p0"]["fs"] == "-1.000000x +0.000000y" and "coffset" not in panels["p0"]
 
 
 def test_multi_panel_detector_has_one_panel_each_and_matches_our_geometry():

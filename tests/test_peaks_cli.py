@@ -106,7 +106,7 @@ def test_cxi_links_the_frames_and_the_geom_lst_table_plot_are_written(run):
         assert f["entry_1/result_1/nPeaks"].dtype == np.int32
         assert "configuration" in f["entry_1/process_1"]
     geom = (out / "run.geom").read_text()
-    assert "peak_list = /entry_1/result_1" in geom and "p0/corner_x = -105.300000" in geom
+    assert "peak_list = /entry_1/result_1" in geom and "p0/corner_x = 105.300000" in geom
     assert (out / "run.lst").read_text().split("\n")[:-1] == [f"run.cxi //{f}" for f in HITS]
     with open(out / "run_frames.csv") as handle:
         rows = list(csv.DictReader(handle))

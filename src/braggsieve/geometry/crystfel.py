@@ -3,15 +3,22 @@
 Coordinates.  CrystFEL places raw position (fs, ss) -- continuous, pixel ``(ss=i, fs=j)`` spanning
 ``[j, j+1) x [i, i+1)`` like pyFAI's detector coordinates -- at ``corner + fs * fs_vector + ss * ss_vector`` in
 pixel units of ``res``, x and y in the detector plane with the beam at x = y = 0, z along the beam
-(``clen + coffset`` in metres, plus the z component of the vectors in pixels).  braggsieve maps pyFAI's
-laboratory axes as x = x2 (along poni2, the fast axis), y = x1 (along poni1, the slow axis), z = x3, so an
-untilted panel has ``fs = +1x``, ``ss = +1y`` and its corner at ``-poni2 / pixel, -poni1 / pixel`` with no
-half-pixel term (DESIGN.md).  Tilted geometries get fs/ss vectors with y/x/z components and a per-panel
-``coffset``.  Multi-panel detectors get one panel per :class:`~braggsieve.geometry.panels.Panel`; one-image
-detectors (Eiger, Pilatus: gaps masked, not cut out) one panel.
+(``clen + coffset`` in metres, plus the z component of the vectors in pixels).  Both laboratory frames are
+right-handed with the beam along the third axis and the vertical axis up (CrystFEL's man page
+crystfel_geometry(5): +z along the beam, +y to the zenith, x completes a right-handed frame; pyFAI: x1 up,
+x2 horizontal, x3 along the beam, (x1, x2, x3) right-handed), so the two frames differ by a quarter turn
+about the beam: x = -x2, y = x1, z = x3 (mapping x = x2, y = x1 instead would describe the mirror image of
+the detector: same 2-theta everywhere, but a lattice of the wrong hand for the indexer, i.e. anomalous
+differences of the wrong sign).  An untilted panel therefore has ``fs = -1x``, ``ss = +1y`` and its corner
+at ``+poni2 / pixel, -poni1 / pixel`` with no half-pixel term.  Tilted geometries get fs/ss vectors with
+x/y/z components and a per-panel ``coffset``.  Multi-panel detectors get one panel per
+:class:`~braggsieve.geometry.panels.Panel`; one-image detectors (Eiger, Pilatus: gaps masked, not cut out)
+one panel.
 
 The header points CrystFEL at braggsieve's CXI files: ``data = /entry_1/data_1/data``, ``dim0 = %``,
-``peak_list = /entry_1/result_1``, ``peak_list_type = cxi`` (use ``indexamajig --peaks=cxi``).
+``peak_list = /entry_1/result_1``, ``peak_list_type = cxi`` (use ``indexamajig --peaks=cxi``).  Every
+top-level line comes before the first panel (CrystFEL applies a top-level value only to panels mentioned
+after it, and rejects a file whose last lines have no effect).
 """
 from __future__ import annotations
 
@@ -46,7 +53,8 @@ def geom_text(poni: Poni, *, adu_per_photon: float = 1.0, data: str = "/entry_1/
         raise ParameterError(f"CrystFEL needs square pixels, detector {detector.name} has "
                              f"{detector.pixel_size[0]} x {detector.pixel_size[1]} m")
     rot = rotation_matrix(poni.rot1, poni.rot2, poni.rot3)
-    to_crystfel = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # (x1, x2, x3) -> (x, y, z)
+    # pyFAI (x1, x2, x3) -> CrystFEL (x, y, z) = (-x2, x1, x3): a rotation, not a mirror (module docstring)
+    to_crystfel = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     lab = to_crystfel @ rot
 
     def position(p1: float, p2: float) -> np.ndarray:  # CrystFEL (x, y, z) in metres of plane point (p1, p2)
@@ -98,10 +106,12 @@ def _parse_vector(text: str, path) -> dict[str, float]:
 
 
 def read_geom(path: str | os.PathLike, detector: Detector | None = None) -> Poni:
-    """A PONI geometry from a single-panel CrystFEL .geom with ``fs = +x``, ``ss = +y`` (no tilt).
+    """A PONI geometry from a single-panel CrystFEL .geom with ``fs = -1x``, ``ss = +1y`` (no tilt; what
+    :func:`geom_text` writes for an untilted geometry, see the module docstring for the axes).
 
     ``detector`` gives the registry detector (its pixel size must match ``res``); by default a generic
-    detector of the panel's shape.  Photon energy (eV) or wavelength (m) gives the wavelength.
+    detector of the panel's shape.  ``clen`` and ``coffset`` in m (``clen`` may say ``mm``), the wavelength
+    from ``photon_energy`` (eV or keV) or ``wavelength`` (m or A), as CrystFEL reads them.
     """
     try:
         with open(path) as handle:
@@ -124,32 +134,37 @@ def read_geom(path: str | os.PathLike, detector: Detector | None = None) -> Poni
         raise InputError(f"only single-panel geometries can be imported, found {len(panels)} panels", path)
     (name, panel), = panels.items()
 
-    def number(key: str) -> float:
+    def number(key: str, units: dict[str, float] | None = None) -> float:
+        """The value of ``key`` times the factor of its unit suffix (one of ``units``, first one the default)."""
         value = panel.get(key, glob.get(key))
         if value is None:
             raise InputError(f"missing {key} for panel {name}", path)
+        text, _, unit = value.partition(" ")
+        factors = units or {"": 1.0}
+        unit = unit.strip() or next(iter(factors))
         try:
-            return float(value)
-        except ValueError:
-            raise InputError(f"{key} = {value!r} is not a number", path) from None
+            return float(text) * factors[unit]
+        except (ValueError, KeyError):
+            raise InputError(f"{key} = {value!r} is not a number with a unit of {sorted(factors)}", path) from None
 
     fs = _parse_vector(panel.get("fs", glob.get("fs", "")), path)
     ss = _parse_vector(panel.get("ss", glob.get("ss", "")), path)
-    if not (math.isclose(fs["x"], 1) and abs(fs["y"]) < 1e-9 and math.isclose(ss["y"], 1) and abs(ss["x"]) < 1e-9
+    if not (math.isclose(fs["x"], -1) and abs(fs["y"]) < 1e-9 and math.isclose(ss["y"], 1) and abs(ss["x"]) < 1e-9
             and abs(fs["z"]) < 1e-9 and abs(ss["z"]) < 1e-9):
-        raise InputError(f"panel {name}: only fs = +1x, ss = +1y (untilted, unrotated) panels can be imported", path)
+        raise InputError(f"panel {name}: only fs = -1x, ss = +1y (untilted, unrotated) panels can be imported", path)
     pixel = 1.0 / number("res")
     shape = (int(number("max_ss") - number("min_ss")) + 1, int(number("max_fs") - number("min_fs")) + 1)
     if detector is None:
         detector = Detector.generic(shape, (pixel, pixel))
     elif not math.isclose(detector.pixel_size[1], pixel, rel_tol=1e-4):
         raise InputError(f"res {1 / pixel:g} px/m does not match detector {detector.name}'s pixel size", path)
-    clen = number("clen") + (number("coffset") if "coffset" in panel or "coffset" in glob else 0.0)
+    clen = number("clen", {"m": 1.0, "mm": 1e-3}) + (number("coffset") if "coffset" in panel or "coffset" in glob
+                                                      else 0.0)
     if "photon_energy" in glob:
-        wavelength = HC_EV_ANGSTROM / number("photon_energy") * 1e-10
+        wavelength = HC_EV_ANGSTROM / number("photon_energy", {"eV": 1.0, "keV": 1e3}) * 1e-10
     elif "wavelength" in glob:
-        wavelength = number("wavelength")
+        wavelength = number("wavelength", {"m": 1.0, "A": 1e-10})
     else:
         wavelength = None
-    return Poni(dist=clen, poni1=-number("corner_y") * pixel, poni2=-number("corner_x") * pixel, rot1=0.0,
+    return Poni(dist=clen, poni1=-number("corner_y") * pixel, poni2=number("corner_x") * pixel, rot1=0.0,
                 rot2=0.0, rot3=0.0, wavelength=wavelength, detector=detector.for_shape(shape))
