@@ -35,8 +35,8 @@ Sources read:
 * ``doc/man/crystfel_geometry.5.md``: the laboratory frame is right-handed, +z along the beam, +y to the zenith; the
   corner is the outer corner of the panel's first pixel; peak positions are distances from the panel corner, hence
   the half pixel added to pixel indices.  pyFAI's frame: x1 up, x2 horizontal, x3 along the beam, right-handed
-  (pyFAI documentation, and its maintainers in silx-kit/pyFAI discussion 2867: "(x, y, z) = (x2, x1, x3) is left
-  handed"), so the same physical pixel is at CrystFEL (x, y, z) = (-x2, x1, x3).
+  (pyFAI documentation; its maintainers confirm in silx-kit/pyFAI discussion 2867 that the triple (x2, x1, x3) is
+  left-handed), so the same physical pixel is at CrystFEL (x, y, z) = (-x2, x1, x3).
 """
 from __future__ import annotations
 
@@ -46,16 +46,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from synthetic_runs import spotted_frames
 
 from braggsieve.cli import main
 from braggsieve.geometry import Poni, get_detector, read_poni, write_poni
+from braggsieve.geometry.crystfel import geom_text
 from braggsieve.geometry.pixels import r_mm
-from braggsieve.io.cxi import read_cxi
-from synthetic_runs import spotted_frames
+from braggsieve.io.cxi import MASK, CxiWriter, read_cxi
 
 pyfai_azimuthal = pytest.importorskip("pyFAI.integrator.azimuthal")
-import pyFAI  # noqa: E402
-import pyFAI.detectors  # noqa: E402
+import pyFAI
+import pyFAI.detectors
 
 HC_EV_M = 12398.419843320026e-10
 TOPLEVEL = {"photon_energy", "wavelength", "electron_voltage", "peak_list", "peak_list_type", "bandwidth",
@@ -116,8 +117,10 @@ def _set_field(panel: dict, key: str, value: str) -> None:
         panel[key] = _vector(value)
     elif key.startswith("dim"):
         panel["dims"] = {**panel["dims"], int(key[3:]): value}
-    elif key in ("data", "clen", "peak_list"):
+    elif key in ("data", "clen", "mask"):
         panel[key] = value
+    elif key in ("mask_good", "mask_bad"):  # strtod: decimal or 0x hexadecimal
+        panel[key] = int(value, 0)
     else:
         panel[key] = float(value)
 
@@ -158,6 +161,25 @@ def read_image(file: Path, panel: dict, event: str) -> np.ndarray:
                       slice(int(panel["min_fs"]), int(panel["max_fs"]) + 1) if d == "fs" else int(d)
                       for d in dims)
         return dataset[index].astype(np.float32)
+
+
+def read_bad_pixels(file: Path, panel: dict, event: str) -> np.ndarray:
+    """bool (panel rows, cols), True = bad, from the panel's mask (``image_hdf5_read_mask``: a mask with fewer
+    dimensions than the data is read without the placeholder dimensions; bad when a good bit is missing or a
+    bad bit is set)."""
+    dims = [panel["dims"][k] for k in sorted(panel["dims"])]
+    with h5py.File(file, "r") as f:
+        dataset = f[panel["mask"]]
+        if dataset.ndim == len(dims) - dims.count("%"):
+            dims = [d for d in dims if d != "%"]
+        assert dataset.ndim == len(dims)
+        index = tuple(event_index(event) if d == "%" else
+                      slice(int(panel["min_ss"]), int(panel["max_ss"]) + 1) if d == "ss" else
+                      slice(int(panel["min_fs"]), int(panel["max_fs"]) + 1) if d == "fs" else int(d)
+                      for d in dims)
+        values = dataset[index].astype(np.int32)
+    good, bad = panel.get("mask_good", 0), panel.get("mask_bad", 0)
+    return ((values & good) != good) | ((values & bad) != 0)
 
 
 def read_peaks_cxi(file: Path, top: dict, panels: list[dict], event: str, half_pixel_shift: bool = True):
@@ -207,7 +229,7 @@ def wavelength_m(top: dict) -> float:
 # ---------------------------------------------------------------- runs ------------------------------------
 SHAPE = (120, 140)
 HITS = (1, 3, 4)
-TILT = dict(rot1=0.004, rot2=-0.003, rot3=0.1)  # small: the beam centre moves < 0.5 px
+TILT = {"rot1": 0.004, "rot2": -0.003, "rot3": 0.1}  # small: the beam centre moves < 0.5 px
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +341,7 @@ def test_single_panel_run_reads_back_as_crystfel_reads_it(single):
     poni = read_poni(out.parent / "run.poni")
     ai = pyFAI.load(str(out.parent / "run.poni"))
     assert ai.rot3 == pytest.approx(TILT["rot3"])
-    top, panels = parse_geom((out / "run.geom").read_text())
+    _, panels = parse_geom((out / "run.geom").read_text())
     assert len(panels) == 1 and panels[0]["dims"] == {0: "%", 1: "ss", 2: "fs"}
     assert "coffset" in panels[0] and abs(panels[0]["fs"][2]) > 0  # the tilt reaches the file
     assert length_m(panels[0]["clen"]) == pytest.approx(poni.dist)
@@ -328,7 +350,7 @@ def test_single_panel_run_reads_back_as_crystfel_reads_it(single):
 
 def test_multi_panel_run_has_one_panel_per_asic_pair_and_reads_back(agipd):
     out, frames, truth, poni = agipd
-    top, panels = parse_geom((out / "run.geom").read_text())
+    _, panels = parse_geom((out / "run.geom").read_text())
     assert len(panels) == len(poni.detector.as_panels()) == 128
     cover = np.zeros(poni.detector.shape, int)  # slabby lookup: each raw pixel in exactly one panel
     for p in panels:
@@ -368,8 +390,40 @@ def test_half_pixel_shift_is_needed_and_lst_paths_are_relative_to_the_output_fol
     a = ours.frame_ptr[n]
     _, fs, ss, _ = read_peaks_cxi(file, top, panels, event, half_pixel_shift=False)[0]
     position = lab_position(panels[0], fs, ss)
-    z, x1, x2 = ai.calc_pos_zyx(d1=np.array([float(ours.row[a])]), d2=np.array([float(ours.col[a])]))
+    _, x1, x2 = ai.calc_pos_zyx(d1=np.array([float(ours.row[a])]), d2=np.array([float(ours.col[a])]))
     pixel = 1 / panels[0]["res"]
     # without the shift CrystFEL puts the peak half a pixel off along both axes
     assert np.hypot(position[0] + x2[0], position[1] - x1[0]) == pytest.approx(pixel * np.sqrt(0.5), rel=0.05)
     assert not read_lst(out / "run.lst", cwd=tmp_path)[0][0].exists()  # run indexamajig in the output folder
+
+
+def test_geometry_without_wavelength_says_what_crystfel_needs():
+    detector = get_detector("pilatus1m")
+    poni = Poni.from_beam_center(detector, 0.2, (500.5, 520.2))
+    text = geom_text(poni)
+    with pytest.raises(AssertionError, match="no wavelength"):
+        parse_geom(text)
+    assert "; photon_energy = ?" in text
+    top, panels = parse_geom(text.replace("; photon_energy = ?", "photon_energy = 12000 ;"))
+    assert wavelength_m(top) == pytest.approx(HC_EV_M / 12000) and len(panels) == 1
+    # a one-image detector with gaps is one panel: the gaps stay in the data (masked by value or mask, not cut)
+    assert (panels[0]["max_ss"] + 1, panels[0]["max_fs"] + 1) == detector.shape
+
+
+@pytest.mark.parametrize("name", ["pilatus1m", "agipd1m"])
+def test_mask_in_the_cxi_is_the_bad_pixel_map_crystfel_reads(tmp_path, name):
+    detector = get_detector(name)
+    poni = Poni.from_beam_center(detector, 0.2, (100.5, 120.2), 1e-10)
+    rng = np.random.default_rng(3)
+    mask = detector.gap_mask() | (rng.random(detector.shape) < 0.01)
+    writer = CxiWriter(tmp_path / "m.cxi", detector.shape, np.int32, images="none", mask=mask)
+    writer.close()
+    _, panels = parse_geom(geom_text(poni, mask=MASK))
+    assert len(panels) == len(detector.as_panels())
+    read_back = np.zeros(detector.shape, bool)
+    for p in panels:
+        read_back[int(p["min_ss"]):int(p["max_ss"]) + 1, int(p["min_fs"]):int(p["max_fs"]) + 1] = \
+            read_bad_pixels(tmp_path / "m.cxi", p, "//7")
+    np.testing.assert_array_equal(read_back, mask)
+    with pytest.raises(ValueError, match="mask shape"):
+        CxiWriter(tmp_path / "x.cxi", detector.shape, np.int32, images="none", mask=mask[1:])

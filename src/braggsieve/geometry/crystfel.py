@@ -43,8 +43,10 @@ def _vector(components: np.ndarray) -> str:
 
 
 def geom_text(poni: Poni, *, adu_per_photon: float = 1.0, data: str = "/entry_1/data_1/data",
-              peak_list: str = "/entry_1/result_1") -> str:
-    """The .geom file describing ``poni`` (see the module docstring); square pixels only."""
+              peak_list: str = "/entry_1/result_1", mask: str | None = None) -> str:
+    """The .geom file describing ``poni`` (see the module docstring); square pixels only.  ``mask``: path of a
+    2-D integer mask (1 = bad) in the same file as the images, e.g. io.cxi.MASK (CrystFEL reads a mask with
+    fewer dimensions than the data as one mask for every frame)."""
     detector = poni.detector
     if detector.shape is None:
         raise ParameterError("the detector shape is unknown: give frames or a detector with a shape")
@@ -67,9 +69,14 @@ def geom_text(poni: Poni, *, adu_per_photon: float = 1.0, data: str = "/entry_1/
     if poni.wavelength is not None:
         lines.append(f"photon_energy = {HC_EV_ANGSTROM / (poni.wavelength * 1e10):.4f}  ; eV, "
                      f"wavelength {poni.wavelength * 1e10:.6f} A")
+    else:  # CrystFEL refuses a geometry without a wavelength: say where it goes
+        lines.append("; photon_energy = ?  ; eV: the PONI has no wavelength; CrystFEL needs this line")
     lines += [f"adu_per_photon = {adu_per_photon:g}", f"res = {1.0 / pixel:.6f}  ; pixels per metre",
               f"clen = {poni.dist:.9f}  ; m", f"data = {data}", "dim0 = %", "dim1 = ss", "dim2 = fs",
-              f"peak_list = {peak_list}", "peak_list_type = cxi", ""]
+              f"peak_list = {peak_list}", "peak_list_type = cxi"]
+    if mask is not None:  # bad where bit 0 is set, no bit required to be good
+        lines += [f"mask = {mask}", "mask_good = 0", "mask_bad = 1"]
+    lines.append("")
     for panel in detector.as_panels():
         corner = position(*panel.corner)
         fs = lab @ np.array([*panel.fs_vector, 0.0]) / pixel

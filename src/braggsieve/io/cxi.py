@@ -11,6 +11,8 @@ Layout (DESIGN.md "Peaks (CXI)"; one row per frame, in input order)::
     /entry_1/result_1/peakSigma, peakNPixels (int32), peakMaximumValue, peakBackground, peakResolution (Angstrom)
     /entry_1/data_1/data                  the frames: an external link / virtual dataset for HDF5 inputs,
                                           a gzip copy for CBF/EDF/TIFF inputs
+    /entry_1/data_1/mask                  uint8 (ny, nx), 1 = bad (optional; the .geom's ``mask`` lines point
+                                          CrystFEL at it: geometry.crystfel.geom_text(mask=MASK))
     /entry_1/process_1                    provenance (NXprocess)
 
 Positions have pixel centres at integer indices (CrystFEL adds its own half pixel when reading them).  Rows
@@ -35,6 +37,7 @@ from .provenance import Provenance, write_provenance
 
 RESULT = "/entry_1/result_1"
 DATA = "/entry_1/data_1/data"
+MASK = "/entry_1/data_1/mask"
 # PeakList field -> CXI dataset name (the first four are the ones CrystFEL reads, with nPeaks)
 CXI_NAMES = {"col": "peakXPosRaw", "row": "peakYPosRaw", "intensity": "peakTotalIntensity", "snr": "peakSNR",
              "sigma": "peakSigma", "npix": "peakNPixels", "maximum": "peakMaximumValue",
@@ -60,16 +63,21 @@ class CxiWriter:
             virtual dataset, or an external link when they are exactly one source dataset in order), "copy"
             (each append passes the raw ``frames``; stored gzip-compressed, one frame per chunk) or "none".
         compression: None (default) or "gzip" for the peak arrays.
+        mask: optional bool (ny, nx), True = bad pixel (gaps, dead, user-masked), stored at :data:`MASK` as
+            uint8 1 = bad so that CrystFEL leaves those pixels out of its integration.
         link_dir: folder the links are made relative to (default: the folder of ``path``; give the final
             output's folder when ``path`` is a temporary name elsewhere).
     """
 
     def __init__(self, path: str | os.PathLike, frame_shape: tuple[int, int], frame_dtype, *, images: str = "link",
-                 compression: str | None = None, link_dir: str | os.PathLike | None = None):
+                 compression: str | None = None, link_dir: str | os.PathLike | None = None,
+                 mask: np.ndarray | None = None):
         if images not in ("link", "copy", "none"):
             raise ValueError(f"images must be link, copy or none, not {images!r}")
         self.path = Path(path)
         self.shape = tuple(int(s) for s in frame_shape)
+        if mask is not None and np.shape(mask) != self.shape:
+            raise ValueError(f"mask shape {np.shape(mask)} differs from the frames' {self.shape}")
         self.dtype = np.dtype(frame_dtype)
         self.images = images
         self.link_dir = Path(link_dir) if link_dir is not None else self.path.parent
@@ -93,10 +101,12 @@ class CxiWriter:
                                                      chunks=(64, 256), fillvalue=0, **opts)
                         for field, name in CXI_NAMES.items()}
         self._arrays["resolution"].attrs["units"] = "angstrom"
+        if mask is not None:
+            self._data_group(signal=False).create_dataset(
+                "mask", data=np.asarray(mask, dtype=bool).astype(np.uint8), compression="gzip",
+                compression_opts=4, shuffle=True)
         if images == "copy":
-            data = self._file.require_group("entry_1/data_1")
-            data.attrs["NX_class"] = "NXdata"
-            data.attrs["signal"] = "data"
+            data = self._data_group()
             self._data = data.create_dataset("data", shape=(0, *self.shape), maxshape=(None, *self.shape),
                                              dtype=self.dtype, chunks=(1, *self.shape), compression="gzip",
                                              compression_opts=1, shuffle=True)
@@ -140,13 +150,19 @@ class CxiWriter:
             write_provenance(self._file.create_group("entry_1/process_1"), provenance.finish())
         self._file.close()
 
+    def _data_group(self, signal: bool = True) -> h5py.Group:
+        """/entry_1/data_1 (NXdata; ``signal`` names the frames, which only the image modes write)."""
+        data = self._file.require_group("entry_1/data_1")
+        data.attrs["NX_class"] = "NXdata"
+        if signal:
+            data.attrs["signal"] = "data"
+        return data
+
     def _relative(self, file: str) -> str:
         return os.path.relpath(os.path.abspath(file), os.path.abspath(self.link_dir))
 
     def _link_images(self) -> None:
-        data = self._file.require_group("entry_1/data_1")
-        data.attrs["NX_class"] = "NXdata"
-        data.attrs["signal"] = "data"
+        data = self._data_group()
         first = self._refs[0]
         shapes = {}
         for ref in {(r.file, r.dataset) for r in self._refs}:
