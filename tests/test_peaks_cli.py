@@ -105,8 +105,12 @@ def test_cxi_links_the_frames_and_the_geom_lst_table_plot_are_written(run):
         np.testing.assert_array_equal(f["entry_1/data_1/data"][()], frames)
         assert f["entry_1/result_1/nPeaks"].dtype == np.int32
         assert "configuration" in f["entry_1/process_1"]
+        # CrystFEL's mask (1 = bad): the dead column filled with the Eiger marker, nothing else
+        mask = f["entry_1/data_1/mask"][()]
+        assert mask.dtype == np.uint8 and mask[:, 150].all() and mask.sum() == SHAPE[0]
     geom = (out / "run.geom").read_text()
     assert "peak_list = /entry_1/result_1" in geom and "p0/corner_x = 105.300000" in geom
+    assert "mask = /entry_1/data_1/mask" in geom and "mask_bad = 1" in geom
     assert (out / "run.lst").read_text().split("\n")[:-1] == [f"run.cxi //{f}" for f in HITS]
     with open(out / "run_frames.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -57,6 +57,9 @@ def test_every_frame_once_with_its_checksum_and_the_hits(run_files):
     assert lst[:-1] == [f"run.cxi //{k}" for k in HITS]
     with h5py.File(folder / "single" / "run.cxi", "r") as handle:  # images behind the virtual dataset
         np.testing.assert_array_equal(handle["entry_1/data_1/data"][()], frames)
+        mask = handle["entry_1/data_1/mask"][()]  # CrystFEL's mask, named in run.geom
+    assert mask.shape == frames.shape[1:] and mask.dtype == np.uint8
+    assert "mask = /entry_1/data_1/mask" in (folder / "single" / "run.geom").read_text()
     assert (folder / "single" / "run_veto.png").stat().st_size > 0
 
 

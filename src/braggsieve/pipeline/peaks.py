@@ -22,6 +22,7 @@ from ..engine.records import PeakList
 from ..geometry import pixels
 from ..geometry.crystfel import write_geom
 from ..io.atomic import atomic_outputs
+from ..io.cxi import MASK as CXI_MASK
 from ..io.cxi import CxiWriter, image_refs
 from .veto import VetoParams, is_hit, plot_veto, write_frame_table, write_hit_list
 
@@ -96,10 +97,12 @@ def run_peaks(source, setup, peak_params: PeakParams, veto: VetoParams, cxi_path
     npeaks_all, sources_all, index_all = [], [], []
     with atomic_outputs(files) as temps:
         tmp = dict(zip(files, temps))
+        bad = setup.corrections.mask  # stored beside the images: CrystFEL's mask (the .geom points to it)
         writer = CxiWriter(tmp[outputs.cxi], source.shape, source.dtype, images=images, compression=compression,
-                           link_dir=outputs.cxi.parent)
+                           link_dir=outputs.cxi.parent, mask=bad)
         hits_writer = (CxiWriter(tmp[outputs.hits_cxi], source.shape, source.dtype, images=images,
-                                 compression=compression, link_dir=outputs.cxi.parent) if hits_only else None)
+                                 compression=compression, link_dir=outputs.cxi.parent, mask=bad)
+                       if hits_only else None)
         bar = tqdm(total=source.nframes, unit="frame", desc="peaks", disable=None if progress is None else not progress)
         pending = collections.deque()  # (frames, ids) of the batches handed to the engine, in order
 
@@ -130,7 +133,7 @@ def run_peaks(source, setup, peak_params: PeakParams, veto: VetoParams, cxi_path
         npeaks = np.concatenate(npeaks_all)
         hit = is_hit(npeaks, veto)
         gain = setup.correction.gain
-        write_geom(setup.poni, tmp[outputs.geom], adu_per_photon=gain)
+        write_geom(setup.poni, tmp[outputs.geom], adu_per_photon=gain, mask=CXI_MASK)
         nhits = write_hit_list(tmp[outputs.hit_list], outputs.cxi.name, hit)
         write_frame_table(tmp[outputs.table], source.sources, np.concatenate(sources_all),
                           np.concatenate(index_all), npeaks, hit)

@@ -293,8 +293,10 @@ def _concatenate(group: h5py.Group, name: str, pieces: list[tuple[str, str, tupl
     group.create_virtual_dataset(name, layout, fillvalue=fill)
 
 
-def _write_master_cxi(path: Path, outputs: RunOutputs, parts: list[Part], provenance) -> None:
-    from ..io.cxi import CXI_NAMES, DATA, RESULT
+def _write_master_cxi(path: Path, outputs: RunOutputs, parts: list[Part], provenance, mask: np.ndarray) -> None:
+    """The run's CXI file: the parts' peak arrays and images joined (virtual datasets), and the bad-pixel
+    ``mask`` (bool (ny, nx), True = bad) at io.cxi.MASK, where the run's .geom tells CrystFEL to read it."""
+    from ..io.cxi import CXI_NAMES, DATA, MASK, RESULT
     from ..io.provenance import write_provenance
 
     names = [f"{RESULT}/nPeaks"] + [f"{RESULT}/{n}" for n in CXI_NAMES.values()] + [DATA]
@@ -312,6 +314,8 @@ def _write_master_cxi(path: Path, outputs: RunOutputs, parts: list[Part], proven
             pieces = [(f"parts/{outputs.part(p.number).cxi.name}", name, s[name][0]) for p, s in zip(parts, shapes)]
             _concatenate(group, name.rsplit("/", 1)[1], pieces, shapes[0][name][1])
         handle[f"{RESULT}/peakResolution"].attrs["units"] = "angstrom"
+        handle.create_dataset(MASK, data=np.asarray(mask, bool).astype(np.uint8), compression="gzip",
+                              compression_opts=4, shuffle=True)
         write_provenance(handle.create_group("entry_1/process_1"), provenance.finish())
 
 
@@ -356,6 +360,7 @@ def finish_run(outputs: RunOutputs, parts: list[Part], setup, veto: VetoParams, 
     """Join the complete parts into the run's files (written together, atomically); the summary dict."""
     from ..geometry.crystfel import write_geom
     from ..io.atomic import atomic_outputs
+    from ..io.cxi import MASK as CXI_MASK
 
     nframes = sum(p.stop - p.start for p in parts)
     columns, sources = _join_records(outputs, parts, nframes)
@@ -366,9 +371,9 @@ def finish_run(outputs: RunOutputs, parts: list[Part], setup, veto: VetoParams, 
     provenance = setup.provenance(source, argv=argv)
     with atomic_outputs(files) as temps:
         tmp = dict(zip(files, temps))
-        _write_master_cxi(tmp[outputs.cxi], outputs, parts, provenance)
+        _write_master_cxi(tmp[outputs.cxi], outputs, parts, provenance, setup.corrections.mask)
         _write_master_sparse(tmp[outputs.sparse], outputs, parts, columns, sources)
-        write_geom(setup.poni, tmp[outputs.geom], adu_per_photon=setup.correction.gain)
+        write_geom(setup.poni, tmp[outputs.geom], adu_per_photon=setup.correction.gain, mask=CXI_MASK)
         nhits = write_hit_list(tmp[outputs.hit_list], outputs.cxi.name, hit)
         write_frame_table(tmp[outputs.table], sources, columns["source"], columns["index"], npeaks, hit)
         if plots:
