@@ -1,4 +1,4 @@
-"""``braggsieve peaks`` and ``braggsieve sparsify`` with ``--device cuda`` against ``--device cpu``: the same
+"""``braggsieve peaks``, ``sparsify`` and ``process`` with ``--device cuda`` against ``--device cpu``: the same
 peaks (positions, intensities) and the same kept pixels from the same files.
 
 Skipped without CuPy or a GPU (CI has none); run on a GPU machine with
@@ -61,3 +61,19 @@ def test_sparsify_on_the_gpu_matches_the_cpu(run):
     np.testing.assert_array_equal(gpu.index, cpu.index)
     np.testing.assert_array_equal(gpu.intensity, cpu.intensity)
     np.testing.assert_allclose(gpu.background_avg, cpu.background_avg, rtol=1e-5)
+
+
+def test_process_on_the_gpu_matches_the_cpu(run):
+    """``braggsieve process`` keeps several batches in flight through ``process_many``, in parts."""
+    for device in ("cpu", "cuda"):
+        assert main(["process", *_common(run), "-o", str(run / f"process_{device}"), "--min-peaks", "5",
+                     "--part-size", "4", "--workers", "0", "--device", device, "--no-plot"]) == 0
+    cpu, gpu = read_cxi(run / "process_cpu" / "run.cxi"), read_cxi(run / "process_cuda" / "run.cxi")
+    np.testing.assert_array_equal(gpu.frame_ptr, cpu.frame_ptr)
+    np.testing.assert_allclose(gpu.row, cpu.row, atol=2e-4)
+    np.testing.assert_allclose(gpu.intensity, cpu.intensity, rtol=1e-6)
+    with SparseFile(run / "process_cpu" / "run_sparse.h5") as a, SparseFile(run / "process_cuda" / "run_sparse.h5") as b:
+        cpu_sparse, gpu_sparse = a.read(), b.read()
+    np.testing.assert_array_equal(gpu_sparse.frame_ptr, cpu_sparse.frame_ptr)
+    np.testing.assert_array_equal(gpu_sparse.index, cpu_sparse.index)
+    np.testing.assert_array_equal(gpu_sparse.intensity, cpu_sparse.intensity)

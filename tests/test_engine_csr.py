@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from braggsieve.engine.csr import build_binning
+from braggsieve.engine.csr import SLOT_BIN, SLOT_CLAMPED, SLOT_PICK_OUT, bin_slots, build_binning
 from braggsieve.engine.params import IntegrationParams
+from braggsieve.engine.peaks import _interp
 from braggsieve.errors import ParameterError
 
 pytest.importorskip("pyFAI")
@@ -101,3 +102,40 @@ def test_bad_parameters_raise(ai, mask):
         build_binning(q, IntegrationParams(), mask=np.zeros((3, 3), bool))
     with pytest.raises(ParameterError, match="2-D"):
         build_binning(q.ravel(), IntegrationParams())
+
+
+def test_bin_slots_give_the_cpu_interpolation():
+    """The GPU's static place of each pixel between bin centres reads every table as the CPU does per frame:
+    peaks._interp (and _excess's inlined form) for r_lo <= r <= r_hi, pick._classify's clamped interpolation for
+    r_lo <= r < r_hi -- bit for bit, at the range ends, on bin centres and outside the range."""
+    radial = np.linspace(0.05, 9.95, 100)  # step 0.1, as a binning of [0, 10]
+    lo, hi = 0.0, 10.0
+    rng = np.random.default_rng(3)
+    special = [lo, hi, np.nextafter(np.float32(hi), 0), 0.05, 9.95, 5.05, -0.1, 10.1, np.nan, 9.97, 0.01]
+    r = np.concatenate([rng.uniform(-0.5, 10.5, 4000), radial, special]).astype(np.float32)
+    slot, w = bin_slots(r, radial, (lo, hi))
+    table = rng.uniform(1.0, 50.0, (1, radial.size))
+    last = radial.size - 1
+    inv_step = 1.0 / (radial[1] - radial[0])
+    seen_clamped = seen_pick_out = 0
+    for k, rk in enumerate(r):
+        rr = float(rk)
+        in_peak = lo <= rr <= hi
+        in_pick = lo <= rr < hi
+        assert (slot[k] >= 0) == in_peak, rr
+        if not in_peak:
+            continue
+        assert bool(slot[k] & SLOT_PICK_OUT) == (not in_pick), rr
+        seen_pick_out += not in_pick
+        seen_clamped += bool(slot[k] & SLOT_CLAMPED)
+        i0 = int(slot[k] & SLOT_BIN)
+        i1 = i0 if slot[k] & SLOT_CLAMPED else i0 + 1
+        got = table[0, i0] * (1.0 - w[k]) + table[0, i1] * w[k]
+        fpos = (rr - radial[0]) * inv_step
+        assert got == _interp(table, 0, fpos, radial.size), rr
+        if in_pick:  # pick._classify's lines
+            x = min(max(fpos, 0.0), float(last))
+            pos = min(int(x), max(last - 1, 0))
+            frac = x - pos
+            assert got == (1.0 - frac) * table[0, pos] + frac * table[0, min(pos + 1, last)], rr
+    assert seen_clamped > 0 and seen_pick_out == 1

@@ -26,6 +26,11 @@ from .params import IntegrationParams
 # pyFAI's upper-bound widening of the radial range (regrid_common.pxi: calc_upper_bound).
 EPS32 = 1.0 + float(np.finfo(np.float32).eps)
 
+# Bits of a pixel's slot (bin_slots): the lower bin, "upper bin == lower bin", "outside picking's range".
+SLOT_BIN = (1 << 28) - 1
+SLOT_CLAMPED = 1 << 28
+SLOT_PICK_OUT = 1 << 29
+
 
 @dataclass(frozen=True)
 class RadialBinning:
@@ -200,3 +205,42 @@ def build_binning(radial_map: np.ndarray, params: IntegrationParams, mask: np.nd
     return RadialBinning(shape=(int(shape[0]), int(shape[1])), unit=params.unit, bin_edges=edges,
                          radial=0.5 * (edges[1:] + edges[:-1]), indptr=indptr, indices=indices, coef=coef,
                          pixel_radius=pixel_radius, radial_range=(lo, hi))
+
+
+def bin_slots(radius: np.ndarray, radial: np.ndarray, radial_range) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's place between the bin centres, as the CPU's peak finder and picking form it per frame (the
+    GPU engine's static form of it).
+
+    Args:
+        radius: float32 radii of the pixels (NaN where statically masked), any shape.
+        radial: float64 bin centres ``(nbins,)``, evenly spaced.  radial_range: (r_lo, r_hi) of the binning.
+
+    Returns:
+        ``slot`` (int32, radius's shape): the lower bin i0 | SLOT_CLAMPED where the upper bin is i0 too
+        | SLOT_PICK_OUT where r == r_hi (inside the peak finder's [r_lo, r_hi], outside picking's
+        [r_lo, r_hi)); -1 outside both.  ``w`` (float64): the upper bin's weight.  With fpos = (r - r0) *
+        inv_step (float64, inv_step = 1 / step): i0 = i1 = 0 for fpos <= 0, i0 = i1 = nbins - 1 for fpos >=
+        nbins - 1 (w = 0 at both ends), else i0 = int(fpos), i1 = i0 + 1, w = fpos - i0 -- peaks._excess
+        exactly, and pick._classify's clamped interpolation for finite tables.
+    """
+    r = np.asarray(radius, np.float32).astype(np.float64)
+    radial = np.asarray(radial, np.float64)
+    last = len(radial) - 1
+    if last >= SLOT_BIN:
+        raise ParameterError(f"at most {SLOT_BIN} bins, got {last + 1}")
+    lo, hi = (float(v) for v in radial_range)
+    inv_step = 1.0 / (float(radial[1] - radial[0]) if last > 0 else 1.0)
+    with np.errstate(invalid="ignore"):
+        fpos = (r - float(radial[0])) * inv_step
+        low, high = fpos <= 0.0, fpos >= last
+        in_peak = (r >= lo) & (r <= hi)
+        in_pick = in_peak & (r < hi)
+    inner = in_peak & ~low & ~high
+    i0 = np.zeros(r.shape, np.int64)
+    i0[inner] = fpos[inner].astype(np.int64)  # truncation of a positive float, as int() on the CPU
+    i0[in_peak & high & ~low] = last
+    w = np.zeros(r.shape, np.float64)
+    w[inner] = fpos[inner] - i0[inner]
+    slot = i0 | np.where(inner, 0, SLOT_CLAMPED) | np.where(in_pick, 0, SLOT_PICK_OUT)
+    slot = np.where(in_peak, slot, -1).astype(np.int32)
+    return slot, w

@@ -124,9 +124,9 @@ def _interp(table, frame, fpos, nbins):
 
 
 @nb.njit(cache=True, inline="always")
-def _pixel_var(radius, std, f, i, j, r0, step, noise):
+def _pixel_var(radius, std, f, i, j, r0, inv_step, noise):
     """sigma_p^2 = std(r)^2 + noise^2 of pixel (i, j) in frame f."""
-    sd = _interp(std, f, (radius[i, j] - r0) / step if step > 0 else 0.0, std.shape[1])
+    sd = _interp(std, f, (radius[i, j] - r0) * inv_step, std.shape[1])
     return sd * sd + noise * noise
 
 
@@ -135,7 +135,7 @@ _NONE, _ZINGER, _PEAK, _MAYBE, _STRONG = 0, 1, 2, 3, 4
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
-def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, cutoff, v_out, mark):
+def _excess(signal, norm, radius, r0, inv_step, r_lo, r_hi, bg, std, noise, cutoff, v_out, mark):
     """Fill ``v_out`` (n, ny, nx) float32 with the excess v (NaN where missing) and ``mark`` with _STRONG where
     v >= cutoff * sigma_p (zinger candidates), _MAYBE where v >= cutoff * sigma_p / 4 (rule 2e), else _NONE."""
     n, ny, nx = signal.shape
@@ -149,7 +149,7 @@ def _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, cutoff, 
             v = np.nan
             m = _NONE
             if r >= r_lo and r <= r_hi and np.isfinite(s) and norm[i, j] > 0:
-                fpos = (r - r0) / step if step > 0 else 0.0
+                fpos = (r - r0) * inv_step
                 if fpos <= 0.0:  # _interp inlined: bg and std share the bin position
                     i0, i1, w = 0, 0, 0.0
                 elif fpos >= nbins - 1:
@@ -209,7 +209,7 @@ def _usable(v, mark, f, i, j):
 
 
 @nb.njit(cache=True, inline="always")
-def _is_peak(v, zinger, norm, radius, std, r0, step, noise, f, i, j, half, cutoff, spread_snr, min_spread,
+def _is_peak(v, zinger, norm, radius, std, r0, inv_step, noise, f, i, j, half, cutoff, spread_snr, min_spread,
              reject_near_mask):
     """Rule 2 of the module docstring for pixel (f, i, j)."""
     n, ny, nx = v.shape
@@ -240,7 +240,7 @@ def _is_peak(v, zinger, norm, radius, std, r0, step, noise, f, i, j, half, cutof
     for ii in range(max(i - 1, 0), min(i + 2, ny)):  # b: the 3x3 detection
         for jj in range(max(j - 1, 0), min(j + 2, nx)):
             if _usable(v, zinger, f, ii, jj):
-                q_var = _pixel_var(radius, std, f, ii, jj, r0, step, noise)
+                q_var = _pixel_var(radius, std, f, ii, jj, r0, inv_step, noise)
                 box_var += q_var
                 if ii != i or jj != j:
                     nb_var += q_var
@@ -269,7 +269,7 @@ def _is_peak(v, zinger, norm, radius, std, r0, step, noise, f, i, j, half, cutof
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
-def _mark_peaks(v, mark, norm, radius, std, r0, step, noise, half, cutoff, spread_snr, min_spread, reject_near_mask,
+def _mark_peaks(v, mark, norm, radius, std, r0, inv_step, noise, half, cutoff, spread_snr, min_spread, reject_near_mask,
                 counts):
     """Set ``mark = _PEAK`` on peaks and count them per row of each frame: ``counts[f * ny + i]``.  Safe in
     parallel: the other rows' tests only ask whether a pixel is a _ZINGER."""
@@ -281,7 +281,7 @@ def _mark_peaks(v, mark, norm, radius, std, r0, step, noise, half, cutoff, sprea
         for j in range(nx):
             if mark[f, i, j] < _MAYBE:
                 continue
-            if _is_peak(v, mark, norm, radius, std, r0, step, noise, f, i, j, half, cutoff, spread_snr, min_spread,
+            if _is_peak(v, mark, norm, radius, std, r0, inv_step, noise, f, i, j, half, cutoff, spread_snr, min_spread,
                         reject_near_mask):
                 mark[f, i, j] = _PEAK
                 c += 1
@@ -338,7 +338,7 @@ def _centroid(v, zinger, f, i, j):
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
-def _measure_peaks(v, zinger, variance, norm, gain, radius, r0, step, noise, bg, std, sem, dspacing, offsets,
+def _measure_peaks(v, zinger, variance, norm, gain, radius, r0, inv_step, noise, bg, std, sem, dspacing, offsets,
                    out_float, out_npix, out_index):
     """Measure every peak (module docstring); row ``k`` of the batch writes its peaks from ``offsets[k]`` on.
 
@@ -374,9 +374,9 @@ def _measure_peaks(v, zinger, variance, norm, gain, radius, r0, step, noise, bg,
                     if have_variance:
                         variance_sum += np.float64(variance[f, ii, jj]) * g * g
                     else:
-                        variance_sum += _pixel_var(radius, std, f, ii, jj, r0, step, noise) * scale * scale
+                        variance_sum += _pixel_var(radius, std, f, ii, jj, r0, inv_step, noise) * scale * scale
                     npix += 1
-            fpos = (radius[i, j] - r0) / step if step > 0 else 0.0
+            fpos = (radius[i, j] - r0) * inv_step
             s_bg = _interp(sem, f, fpos, nbins)
             variance_sum += scale_sum * scale_sum * s_bg * s_bg
             g0 = gain[i, j] if gain_map else gain[0, 0]
@@ -431,7 +431,8 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
     if bg.shape[0] != n:
         raise ParameterError(f"profile has {bg.shape[0]} frames, the batch {n}")
     radial = np.asarray(binning.radial, dtype=np.float64)
-    step = float(radial[1] - radial[0]) if len(radial) > 1 else 0.0
+    # fractional bin position (r - r0) * inv_step, as pick.pick_pixels forms it
+    inv_step = 1.0 / (float(radial[1] - radial[0]) if len(radial) > 1 else 1.0)
     r_lo, r_hi = (float(x) for x in binning.radial_range)
     norm = np.ascontiguousarray(pre.norm, dtype=np.float32)
     radius = np.ascontiguousarray(binning.pixel_radius, dtype=np.float32)
@@ -451,10 +452,10 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
     mark[size:] = _NONE
     mark = mark[:size].reshape(n, ny, nx)
     r0, noise = float(radial[0]), float(params.noise)
-    _excess(signal, norm, radius, r0, step, r_lo, r_hi, bg, std, noise, float(params.cutoff_peak), v, mark)
+    _excess(signal, norm, radius, r0, inv_step, r_lo, r_hi, bg, std, noise, float(params.cutoff_peak), v, mark)
     _flag_zingers(v, float(params.min_spread), mark, words)
     counts = np.empty(n * ny, np.int64)
-    _mark_peaks(v, mark, norm, radius, std, r0, step, noise, params.patch_size // 2, float(params.cutoff_peak),
+    _mark_peaks(v, mark, norm, radius, std, r0, inv_step, noise, params.patch_size // 2, float(params.cutoff_peak),
                 float(params.spread_snr), float(params.min_spread), params.near_mask == "reject", counts)
     offsets = np.zeros(n * ny + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -462,7 +463,7 @@ def find_peaks(pre, binning, profile, params: PeakParams, corrections, d_spacing
     out_float = np.empty((total, 7), np.float64)
     out_npix = np.empty(total, np.int32)
     out_index = np.empty(total, np.int64)
-    _measure_peaks(v, mark, variance, norm, gain, radius, r0, step, noise, bg, std, sem, dspacing, offsets,
+    _measure_peaks(v, mark, variance, norm, gain, radius, r0, inv_step, noise, bg, std, sem, dspacing, offsets,
                    out_float, out_npix, out_index)
     intensity = out_float[:, _INT]
     sigma = out_float[:, _SIG]

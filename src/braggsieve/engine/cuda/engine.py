@@ -9,10 +9,10 @@ Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one C
 3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
 4. ``pixel_pass``: one thread per pixel, picking -> bit mask + counts (``grow_picks`` adds the neighbours of
    spot pixels with ``cutoff_spot``), and the excess over the background with its peak mark;
-   ``peak_candidates``: tiles of 32 x 16 with a halo, zinger flags and the cheap peak tests -> bit mask;
-   the candidates are listed (prefix sums) and ``confirm_peaks`` applies the other tests, one thread each;
+   ``tile_peaks``: tiles of 32 x 64 pixels with a halo in shared memory, zinger flags, the cheap peak tests
+   list the candidates of the tile and its threads confirm them, one each -> bit mask of peaks + counts;
 5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peak_index`` compact the results and
-   ``measure_peaks`` (one thread per peak) measures the peaks;
+   ``measure_peaks`` (one warp per peak) measures the peaks;
 6. device -> host copies of the sums, backgrounds and frame pointers into pinned memory.
 
 ``process_many`` keeps ``streams`` batches in flight on as many CUDA streams, so that the copy of one batch
@@ -34,7 +34,7 @@ import numpy as np
 from ...errors import ParameterError
 from ..backend import BoundEngine, FrameResults
 from ..corrections import Corrections, detector_markers
-from ..csr import RadialBinning
+from ..csr import RadialBinning, bin_slots
 from ..integrate import BinSums, profile_from_sums
 from ..params import ClipParams, IntegrationParams
 from ..peaks import PeakParams
@@ -43,14 +43,17 @@ from ..records import PEAK_FIELDS, PeakList, RadialProfile, SparseFrames
 from . import kernels
 
 CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
+CLIP_MIN_BLOCKS = 4      # blocks per multiprocessor that its register budget must allow
 MAX_SHARED = 200 * 1024  # most dynamic shared memory for the pixels of one bin
 CLASS_STEP = 2048        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
 MAX_HIST = 64            # most clipping cycles
-TILE_H = 16              # rows of a peak-pass tile (32 columns: one bit-mask word per warp)
-PIX_BLOCK = 256          # pixels of one row per block of the pixel pass
+TILE_H = 64              # rows of a peak tile (32 columns: one bit-mask word per row)
+CAND_WARPS = 8           # warps per peak-tile block (each takes every CAND_WARPS-th row of the tile)
+CAND_MIN_BLOCKS = 4      # peak-tile blocks per multiprocessor that its register budget must allow
+PIX_WARPS = 16           # warps per pixel-pass block (one 32-pixel word each, in PIX_ROWS rows)
+PIX_ROWS = 1
 EMIT_BLOCK = 256
 MEASURE_WARPS = 4        # peaks measured per block (one warp each)
-CONFIRM_BLOCK = 256      # threads per block of the peak confirmation (grid-stride over the candidates)
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
 _CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
           np.dtype(np.uint32): "unsigned int", np.dtype(np.int16): "short", np.dtype(np.int32): "int",
@@ -63,12 +66,15 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int) -> dict:
     """The compiled kernels for one raw dtype, pixel splitting, dark variance and peak half-patch."""
     flag = {True: "true", False: "false"}
     names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}>",
-             "pixel": f"pixel_pass<{ctype}>", "candidates": "peak_candidates", "confirm": f"confirm_peaks<{half}>", "picks": f"emit_picks<{ctype}>",
+             "pixel": f"pixel_pass<{ctype}>", "peaks": f"tile_peaks<{half}>", "picks": f"emit_picks<{ctype}>",
              "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
              "tables": "background_tables", "offsets": "frame_offsets", "grow": "grow_picks"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
                                                         f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
-                                                        f"-DTILE_H={TILE_H}", f"-DPIX_BLOCK={PIX_BLOCK}",
+                                                        f"-DCLIP_MIN_BLOCKS={CLIP_MIN_BLOCKS}",
+                                                        f"-DTILE_H={TILE_H}", f"-DCAND_WARPS={CAND_WARPS}",
+                                                        f"-DCAND_MIN_BLOCKS={CAND_MIN_BLOCKS}",
+                                                        f"-DPIX_WARPS={PIX_WARPS}", f"-DPIX_ROWS={PIX_ROWS}",
                                                         f"-DMEASURE_WARPS={MEASURE_WARPS}"),
                           name_expressions=list(names.values()))
     functions = {key: module.get_function(name) for key, name in names.items()}
@@ -130,14 +136,11 @@ class _Static:
         self.cdark = in_csr(corrections.dark)
         self.cdvar = in_csr(corrections.dark_variance)
         self.cgain = in_csr(gain_map)
-        # the kernels form each pixel's fractional bin position from its float32 radius as peaks.find_peaks
-        # ((r - r0) / step, r_lo <= r <= r_hi) and pick.pick_pixels ((r - r0) * (1 / step), r_lo <= r < r_hi) do
         radial = np.asarray(binning.radial, np.float64)
         r32 = np.asarray(binning.pixel_radius, np.float32).ravel()
-        self.radius = cp.asarray(r32)
+        slot, wpos = bin_slots(r32, radial, binning.radial_range)  # as the CPU's peak finder and picking
+        self.slot, self.wpos = cp.asarray(slot), cp.asarray(wpos)
         lo, hi = (float(v) for v in binning.radial_range)
-        step = float(radial[1] - radial[0]) if len(radial) > 1 else 0.0
-        self.radial_par = (float(radial[0]), step, 1.0 / (step if len(radial) > 1 else 1.0), lo, hi)
         r = r32.astype(np.float64)
         pick_range = (r >= lo) & (r < hi)
         self.radial = cp.asarray(radial)
@@ -159,7 +162,6 @@ class _Static:
         values[kernels.PAR_SATURATION] = np.inf if corrections.saturation is None else float(corrections.saturation)
         values[kernels.PAR_NMARKERS] = len(markers)
         values[kernels.PAR_MARKER0:kernels.PAR_MARKER0 + len(markers)] = markers
-        values[kernels.PAR_R0:kernels.PAR_R_HI + 1] = self.radial_par
         return cp.asarray(values)
 
 
@@ -186,18 +188,14 @@ class _Slot:
             nbins = e.binning.nbins
             self.d_frames = cp.empty((nframes, ny, nx), dtype)
             self.sums = cp.empty((kernels.NSUMS, nframes, nbins))
-            self.prof = cp.empty((3, nframes, nbins))
+            self.prof = cp.empty((4, nframes, nbins))  # mean, std, sem, the peak finder's mean
             self.filled = cp.empty((2, nframes, nbins), np.float32)
-            # picked pixels, peaks, spot pixels (cutoff_spot), peak candidates
-            self.words = cp.zeros((4, nwords), np.uint32)
+            # picked pixels, peaks, spot pixels (cutoff_spot)
+            self.words = cp.zeros((3, nwords), np.uint32)
             self.excess = cp.empty(nframes * ny * nx, np.float32)  # v of the pixel pass
             self.marks = cp.empty(nframes * ny * nx, np.uint8)  # its peak marks (kernels MARK_*)
-            self.counts = cp.zeros((3, nwords), np.int32)
-            self.scan = cp.zeros((3, nwords), np.int64)
-            # at most one pixel in four is a peak candidate (3 x 3 local maxima are never neighbours)
-            self.cand_cap = nframes * ((ny + 1) // 2) * ((nx + 1) // 2)
-            self.cand_index = cp.empty(self.cand_cap, np.int64)
-            self.cand_at = cp.empty(self.cand_cap, np.int64)
+            self.counts = cp.zeros((2, nwords), np.int32)
+            self.scan = cp.zeros((2, nwords), np.int64)
             self.fptr = cp.zeros((2, nframes + 1), np.int64)
             self.h_sums = cupyx.empty_pinned(self.sums.shape, np.float64)
             self.h_filled = cupyx.empty_pinned(self.filled.shape, np.float32)
@@ -299,35 +297,23 @@ class _Slot:
         self._mark("tables")
         pk, pp = e.peak_params, e.pick_params
         grow = self.sparse and pp.cutoff_spot > 0
-        fns["pixel"]((n, (nx + PIX_BLOCK - 1) // PIX_BLOCK, ny), (PIX_BLOCK,),
-                     (d_frames, np.int32(n), np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm,
-                      s.radius, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof,
-                      self.filled, np.int32(nbins), np.float64(pp.noise), np.float64(pp.cutoff_pick),
-                      np.float64(pp.cutoff_spot), np.float64(pk.noise), np.float64(pk.cutoff_peak),
-                      np.int32(self.sparse), np.int32(self.peaks), self.words[0], self.words[2] if grow else _NULL,
-                      self.counts[0], self.excess, self.marks))
+        fns["pixel"]((n, s.nwords, -(-ny // (PIX_WARPS * PIX_ROWS))), (32 * PIX_WARPS,),
+                     (d_frames, np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm, s.slot, s.wpos,
+                      _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof, self.filled, np.int32(n),
+                      np.int32(nbins), np.float64(pp.noise), np.float64(pp.cutoff_pick), np.float64(pp.cutoff_spot),
+                      np.float64(pk.noise), np.float64(pk.cutoff_peak), np.int32(self.sparse), np.int32(self.peaks),
+                      self.words[0], self.words[2] if grow else _NULL, self.counts[0], self.excess, self.marks))
         if grow:
             fns["grow"](((nwords + EMIT_BLOCK - 1) // EMIT_BLOCK,), (EMIT_BLOCK,),
                         (np.int64(nwords), np.int32(ny), np.int32(s.nwords), self.words[2], s.range_words,
                          self.words[0], self.counts[0]))
         self._mark("pixels")
         if self.peaks:
-            nwords_row = s.nwords
-            fns["candidates"]((n * nwords_row * ((ny + TILE_H - 1) // TILE_H),), (32 * TILE_H,),
-                              (np.int32(n), np.int32(ny), np.int32(nx), np.int32(nwords_row), self.excess,
-                               self.marks, np.float64(pk.min_spread), self.words[3], self.counts[2]))
-            cp.cumsum(self.counts[2, :nwords], dtype=np.int64, out=self.scan[2, :nwords])
-            fns["peak_index"](((nwords + EMIT_BLOCK - 1) // EMIT_BLOCK,), (EMIT_BLOCK,),
-                              (np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(nwords_row), self.words[3],
-                               self.scan[2], np.int64(self.cand_cap), self.cand_index, self.cand_at))
-            self.words[1, :nwords].fill(0)
-            self.counts[1, :nwords].fill(0)
-            fns["confirm"]((e._confirm_blocks,), (CONFIRM_BLOCK,),
-                           (self.scan[2, nwords - 1:], np.int64(self.cand_cap), self.cand_at, np.int32(n),
-                            np.int32(ny), np.int32(nx), np.int32(nwords_row), self.excess, self.marks, s.norm,
-                            s.radius, par, self.prof, self.filled, np.int32(nbins), np.float64(pk.noise),
-                            np.float64(pk.cutoff_peak), np.float64(pk.spread_snr), np.float64(pk.min_spread),
-                            np.int32(pk.near_mask == "reject"), self.words[1], self.counts[1]))
+            fns["peaks"]((n, s.nwords, -(-ny // TILE_H)), (32 * CAND_WARPS,),
+                         (np.int32(ny), np.int32(nx), np.int32(s.nwords), self.excess, self.marks, s.norm, s.slot,
+                          s.wpos, self.prof, self.filled, np.int32(n), np.int32(nbins), np.float64(pk.noise),
+                          np.float64(pk.cutoff_peak), np.float64(pk.spread_snr), np.float64(pk.min_spread),
+                          np.int32(pk.near_mask == "reject"), self.words[1], self.counts[1]))
         self._mark("peaks")
         for k, wanted in enumerate((self.sparse, self.peaks)):
             if wanted:
@@ -360,7 +346,7 @@ class _Slot:
                                self.scan[1], np.int64(self.peak_cap), self.peak_index, self.peak_at))
             fns["measure"](((self.peak_cap + MEASURE_WARPS - 1) // MEASURE_WARPS,), (32 * MEASURE_WARPS,),
                            (d_frames, self.fptr[1, n:], np.int32(n), np.int32(ny), np.int32(nx), self.peak_at,
-                            s.mask, s.norm, s.radius, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
+                            s.mask, s.norm, s.slot, s.wpos, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
                             _ptr(s.dspacing), par, self.prof, self.filled, np.int32(e.binning.nbins),
                             self.excess, self.marks, np.float64(pk.min_spread), np.int64(self.peak_cap),
                             self.peak_f, self.peak_npix))
@@ -453,8 +439,6 @@ class CudaEngine(BoundEngine):
         self.stage_ms: dict[str, float] | None = None
         self._spread_row = 6 if self.integration.error_model == "azimuthal" else 2
         self._slots = [_Slot(self) for _ in range(max(1, streams))]
-        multiprocessors = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"]
-        self._confirm_blocks = 8 * multiprocessors
         self._threads = staging_threads or min(16, os.cpu_count() or 1)
         self._pool = None
         self._pars: dict[np.dtype, cp.ndarray] = {}

@@ -5,7 +5,7 @@ numbers: ``preprocess_value`` is engine/corrections.py's ``_preprocess_kernel``;
 engine/integrate.py's ``_sigma_clip_kernel`` (float64 sums; only the order of the additions differs, being a
 tree over the block); ``background_tables`` is integrate.py's ``profile_from_sums`` and pick.py's
 ``filled_background`` (numpy.interp); ``pixel_pass``/``grow_picks``/``emit_picks`` are pick.py's
-``_classify``/``_is_kept``/``_fill_rows``; ``pixel_pass``/``peak_candidates``/``confirm_peaks``/``measure_peaks``
+``_classify``/``_is_kept``/``_fill_rows``; ``pixel_pass``/``tile_peaks``/``measure_peaks``
 are peaks.py's ``_excess``/``_flag_zingers``/``_mark_peaks``/``_measure_peaks``/``_centroid``.  The module is
 compiled with ``--fmad=false`` so that ``a * b + c`` is rounded twice, as on the CPU.
 
@@ -14,15 +14,15 @@ static arrays in CSR order (statically masked entries and zero coefficients remo
 tables ``(nframes, nbins)``; bit masks of picked pixels and peaks ``(nframes, ny, nwords)`` uint32 with
 ``nwords = ceil(nx / 32)``, bit ``j`` of word ``w`` being column ``32 w + j``.
 
-Scalar correction parameters travel in a float64 array ``par`` (see ``PAR_*`` below and engine.py).
+Scalar correction parameters travel in a float64 array ``par`` (see ``PAR_*`` below and engine.py); each pixel's
+place between the bin centres in the static ``slot``/``wpos`` arrays of engine/csr.py's ``bin_slots``.
 """
+from ..csr import SLOT_BIN, SLOT_CLAMPED, SLOT_PICK_OUT
 
 # Indices into the float64 parameter array ``par`` shared by the kernels.
-# The radial entries give each pixel's fractional bin position from its float32 radius r, as the CPU forms it:
-# peaks (r - R0) / STEP for R_LO <= r <= R_HI, picking (r - R0) * INV_STEP for R_LO <= r < R_HI.
-(PAR_GAIN, PAR_DUMMY, PAR_DELTA_DUMMY, PAR_CHECK_DUMMY, PAR_SATURATION, PAR_NMARKERS, PAR_MARKER0, PAR_MARKER1,
- PAR_R0, PAR_STEP, PAR_INV_STEP, PAR_R_LO, PAR_R_HI) = range(13)
-NPAR = 13
+(PAR_GAIN, PAR_DUMMY, PAR_DELTA_DUMMY, PAR_CHECK_DUMMY, PAR_SATURATION, PAR_NMARKERS, PAR_MARKER0,
+ PAR_MARKER1) = range(8)
+NPAR = 8
 
 # Rows of the per-(frame, bin) sums, as engine/integrate.py: count, V, W, Omega, OmegaOmega, P, VV.
 NSUMS = 7
@@ -30,14 +30,17 @@ NSUMS = 7
 # Peak measurement rows of the float64 output, as engine/peaks.py: row, col, intensity, sigma, max, bg, res.
 NPEAKF = 7
 
-SOURCE = r"""
+SOURCE = f"""
+#define SLOT_BIN {SLOT_BIN}
+#define SLOT_CLAMPED {SLOT_CLAMPED}
+#define SLOT_PICK_OUT {SLOT_PICK_OUT}
+""" + r"""
 #define NAN_F __int_as_float(0x7fc00000)
 #define NAN_D __longlong_as_double(0x7ff8000000000000LL)
 #define TILE_W 32
 
 struct Par {
     double gain, dummy, delta_dummy, saturation, m0, m1;
-    double r0, step, inv_step, r_lo, r_hi;
     bool check_dummy;
     int nmarkers;
 };
@@ -46,23 +49,39 @@ __device__ __forceinline__ Par load_par(const double* __restrict__ par) {
     Par P;
     P.gain = par[0]; P.dummy = par[1]; P.delta_dummy = par[2]; P.check_dummy = par[3] != 0.0;
     P.saturation = par[4]; P.nmarkers = (int)par[5]; P.m0 = par[6]; P.m1 = par[7];
-    P.r0 = par[8]; P.step = par[9]; P.inv_step = par[10]; P.r_lo = par[11]; P.r_hi = par[12];
     return P;
 }
 
-// Fractional bin position of a pixel of radius r (float32) for the peak finder (peaks.find_peaks), NaN outside
-// [r_lo, r_hi] (and for masked pixels, whose radius is NaN).
-__device__ __forceinline__ double peak_position(const Par& P, float r) {
-    const double x = (double)r;
-    if (!(x >= P.r_lo && x <= P.r_hi)) return NAN_D;
-    return P.step > 0.0 ? (x - P.r0) / P.step : 0.0;
+// A pixel's place between bin centres: tables are read as t[i0] (1 - w) + t[i1] w, the formula of peaks.py's
+// _excess and pick.py's _classify; at the ends i1 == i0 and w == 0, which gives peaks.py _interp's direct read
+// t[i0] for every finite or NaN table value.  The position is fpos = (r - r0) * inv_step from the float32 radius,
+// as both CPU paths form it, precomputed once per run.
+struct Pos {
+    int i0, i1;
+    double w;
+};
+
+__device__ __forceinline__ Pos decode_place(int s, double w) {
+    Pos X;
+    X.i0 = s & SLOT_BIN;
+    X.i1 = (s & SLOT_CLAMPED) ? X.i0 : X.i0 + 1;
+    X.w = w;
+    return X;
 }
 
-// The same for picking (pick.pick_pixels): NaN outside [r_lo, r_hi).
-__device__ __forceinline__ double pick_position(const Par& P, float r) {
-    const double x = (double)r;
-    if (!(x >= P.r_lo && x < P.r_hi)) return NAN_D;
-    return (x - P.r0) * P.inv_step;
+// Reads the place of flat pixel p; false outside the peak finder's radial range [r_lo, r_hi] (or masked).
+// pick: whether picking's range [r_lo, r_hi) holds it too.
+__device__ __forceinline__ bool bin_place(const int* __restrict__ slot, const double* __restrict__ wpos, long long p,
+                                          Pos& X, bool& pick) {
+    const int s = slot[p];
+    pick = s >= 0 && !(s & SLOT_PICK_OUT);
+    if (s < 0) return false;
+    X = decode_place(s, wpos[p]);
+    return true;
+}
+
+__device__ __forceinline__ double interp(const double* __restrict__ t, const Pos& X) {
+    return t[X.i0] * (1.0 - X.w) + t[X.i1] * X.w;
 }
 
 // signal (photons) and Poisson variance (photons^2) of one raw value, NaN when invalid in this frame.
@@ -99,25 +118,32 @@ __device__ __forceinline__ void pixel_signal(const Par& P, const T* __restrict__
                         dvar != nullptr, dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, var);
 }
 
-// Sum x[0..N) over the block; every thread gets the totals.  red: N * 32 doubles of shared memory.
+// Sum x[0..N) over the block; every thread gets the totals.  red: N * 33 doubles of shared memory.  Each warp
+// sums its lanes, warp 0 sums the warps' sums and the totals go back through shared memory (the additions of
+// every total are the same whichever thread reads it).
 template <int N>
 __device__ __forceinline__ void block_sum(double (&x)[N], double* red) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
 #pragma unroll
     for (int i = 0; i < N; ++i)
         for (int o = 16; o > 0; o >>= 1) x[i] += __shfl_xor_sync(0xffffffffu, x[i], o);
-    __syncthreads();
+    __syncthreads();  // the totals of an earlier call have been read
     if (lane == 0) {
 #pragma unroll
         for (int i = 0; i < N; ++i) red[i * 32 + warp] = x[i];
     }
     __syncthreads();
+    if (warp == 0) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-        double y = lane < nwarps ? red[i * 32 + lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-        x[i] = y;
+        for (int i = 0; i < N; ++i) {
+            double y = lane < nwarps ? red[i * 32 + lane] : 0.0;
+            for (int o = 16; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+            if (lane == 0) red[32 * N + i] = y;
+        }
     }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < N; ++i) x[i] = red[32 * N + i];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -161,13 +187,13 @@ __device__ __forceinline__ void add_pixel(double (&x)[7], double value, float nr
 }
 
 template <typename T, bool COEF, bool DVAR>
-__global__ void __launch_bounds__(CLIP_BLOCK, 3)
+__global__ void __launch_bounds__(CLIP_BLOCK, CLIP_MIN_BLOCKS)
 sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins, const int* __restrict__ bin_list,
            const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ coef,
            const float* __restrict__ cnorm, const float* __restrict__ cdark, const float* __restrict__ cdvar,
            const float* __restrict__ cgain, const double* __restrict__ par,
            int cycles, double cutoff, int with_scatter, int cap, double* __restrict__ out) {
-    __shared__ double red[7 * 32];
+    __shared__ double red[7 * 33];
     __shared__ double hist[2 * MAX_HIST];
     extern __shared__ double sval[];  // values of the first cap pixels of the bin
     const int f = blockIdx.x % nframes;
@@ -250,8 +276,8 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
             gather(j, value, nr, c, var);
             if (!isnan(value) && in_history(value) && fabs(value - mean) > limit) add_pixel<COEF>(y, value, nr, c, var);
         }
+        if (!__syncthreads_or(y[6] != 0.0)) break;  // nothing clipped: the sums stay
         block_sum<7>(y, red);
-        if (y[6] == 0.0) break;  // nothing clipped: the sums stay
         alive -= y[6];
 #pragma unroll
         for (int i = 0; i < 6; ++i) acc[i] = alive > 0.0 ? acc[i] - y[i] : 0.0;
@@ -268,7 +294,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
 
 // ---------------------------------------------------------------------------------------------------------
 // Background tables from the sums, one block per frame: mean, std, sem (float64, NaN for empty bins, as
-// integrate.profile_from_sums) and the gap-filled float32 mean/std of pick.filled_background (numpy.interp
+// integrate.profile_from_sums), the peak finder's mean (NaN where std is not finite) and the gap-filled float32 mean/std of pick.filled_background (numpy.interp
 // over the valid bins, clamped at the ends, 0 for a frame without any).
 // ---------------------------------------------------------------------------------------------------------
 __global__ void background_tables(const double* __restrict__ sums, int nframes, int nbins, int spread_row,
@@ -280,6 +306,7 @@ __global__ void background_tables(const double* __restrict__ sums, int nframes, 
     double* mean = prof + base;
     double* std = prof + plane + base;
     double* sem = prof + 2 * plane + base;
+    double* pmean = prof + 3 * plane + base;
     for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
         const double count = sums[0 * plane + base + b], signal = sums[1 * plane + base + b];
         const double norm = sums[3 * plane + base + b], norm2 = sums[4 * plane + base + b];
@@ -291,6 +318,7 @@ __global__ void background_tables(const double* __restrict__ sums, int nframes, 
         } else {
             mean[b] = NAN_D; std[b] = NAN_D; sem[b] = NAN_D;
         }
+        pmean[b] = isfinite(std[b]) ? mean[b] : NAN_D;
     }
     __syncthreads();
     float* out_mean = filled + base;
@@ -326,32 +354,32 @@ __global__ void background_tables(const double* __restrict__ sums, int nframes, 
 // ---------------------------------------------------------------------------------------------------------
 struct Bg {
     const double* mean; const double* std; const double* sem;   // (nframes, nbins) this frame's row
+    const double* pmean;                                        // mean, NaN where std is not (find_peaks)
     const float* fmean; const float* fstd;                      // gap-filled, for picking
-    int nbins;
 };
 
 __device__ __forceinline__ Bg load_bg(const double* prof, const float* filled, int nframes, int nbins, int f) {
     Bg B;
     const long long plane = (long long)nframes * nbins, base = (long long)f * nbins;
     B.mean = prof + base; B.std = prof + plane + base; B.sem = prof + 2 * plane + base;
+    B.pmean = prof + 3 * plane + base;
     B.fmean = filled + base; B.fstd = filled + plane + base;
-    B.nbins = nbins;
     return B;
 }
 
-// peaks.py _interp
-__device__ __forceinline__ double interp_peak(const double* table, double fpos, int nbins) {
-    if (fpos <= 0.0) return table[0];
-    if (fpos >= nbins - 1) return table[nbins - 1];
-    const int i0 = (int)fpos;
-    const double w = fpos - i0;
-    return table[i0] * (1.0 - w) + table[i0 + 1] * w;
+// peaks.py _pixel_var: sigma_p^2 = std(r)^2 + noise^2 (float64), noise2 = noise * noise.
+__device__ __forceinline__ double pixel_var(const Bg& B, const Pos& X, double noise2) {
+    const double sd = interp(B.std, X);
+    return sd * sd + noise2;
 }
 
-// peaks.py _pixel_var: sigma_p^2 = std(r)^2 + noise^2 (float64) at fractional bin position fpos.
-__device__ __forceinline__ double pixel_var(const Bg& B, double fpos, double noise) {
-    const double sd = interp_peak(B.std, fpos, B.nbins);
-    return sd * sd + noise * noise;
+// sigma_p^2 of flat pixel p, which must lie in the radial range (every usable pixel does).
+__device__ __forceinline__ double pixel_var_at(const Bg& B, const int* __restrict__ slot,
+                                               const double* __restrict__ wpos, long long p, double noise2) {
+    Pos X;
+    bool pick;
+    bin_place(slot, wpos, p, X, pick);
+    return pixel_var(B, X, noise2);
 }
 
 // Values of the per-pixel mark of the peak finder, as peaks.py (_PEAK is the peak bit mask here).
@@ -360,53 +388,39 @@ __device__ __forceinline__ double pixel_var(const Bg& B, double fpos, double noi
 #define MARK_MAYBE 3
 #define MARK_STRONG 4
 
-// peaks.py _excess: v = q - bg(r) in float64 with q = s / norm (float32), bg NaN in the bins whose std is not
-// finite (find_peaks), returned as float32 (NaN when missing); mark = MARK_STRONG where v > 0 and
-// v^2 >= cutoff^2 sigma_p^2 (zinger candidates), MARK_MAYBE where 16 v^2 >= cutoff^2 sigma_p^2 (rule 2e),
-// both tested on the float64 v.  fpos = (r - r0) / step, precomputed per pixel, NaN outside the radial range
-// or masked.
-__device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float q, double fpos, double noise,
-                                             double cutoff, unsigned char& mark) {
+// peaks.py _excess for a pixel inside the radial range: v = q - bg(r) in float64 with q = s / norm (float32), bg
+// NaN in the bins whose std is not finite, returned as float32 (NaN when missing); mark = MARK_STRONG where v > 0
+// and v^2 >= cutoff^2 sigma_p^2 (zinger candidates), MARK_MAYBE where 16 v^2 >= cutoff^2 sigma_p^2 (rule 2e),
+// both tested on the float64 v.  cutoff2 = cutoff * cutoff, noise2 = noise * noise (the CPU's products).
+__device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float q, const Pos& X, double noise2,
+                                             double cutoff2, unsigned char& mark) {
     mark = MARK_NONE;
-    if (isnan(fpos) || !isfinite(s) || !(nrm > 0.0f)) return NAN_F;
-    int i0, i1;
-    double w;
-    if (fpos <= 0.0) { i0 = 0; i1 = 0; w = 0.0; }
-    else if (fpos >= B.nbins - 1) { i0 = B.nbins - 1; i1 = B.nbins - 1; w = 0.0; }
-    else { i0 = (int)fpos; i1 = i0 + 1; w = fpos - i0; }
-    const double b0 = isfinite(B.std[i0]) ? B.mean[i0] : NAN_D;
-    const double b1 = isfinite(B.std[i1]) ? B.mean[i1] : NAN_D;
-    const double b = b0 * (1.0 - w) + b1 * w;
+    if (!isfinite(s) || !(nrm > 0.0f)) return NAN_F;
+    const double b = interp(B.pmean, X);
     if (!isfinite(b)) return NAN_F;
     const double v = (double)q - b;
     if (v > 0.0) {
-        const double sd = B.std[i0] * (1.0 - w) + B.std[i1] * w;
+        const double sd = interp(B.std, X);
         const double v2 = v * v;
-        const double t2 = cutoff * cutoff * (sd * sd + noise * noise);
+        const double t2 = cutoff2 * (sd * sd + noise2);
         if (v2 >= t2) mark = MARK_STRONG;
         else if (v2 * 16.0 >= t2) mark = MARK_MAYBE;
     }
     return (float)v;
 }
 
-// pick.py _classify: 0 = not picked, 1 = picked, 2 = picked and above the spot threshold (its 8 neighbours are
-// kept too).  bg, std: the gap-filled tables; fpos = (r - r0) * inv_step, NaN outside [r_lo, r_hi) or masked;
-// invalid pixels are picked when they are overloads.
+// pick.py _classify for a pixel inside picking's radial range: 0 = not picked, 1 = picked, 2 = picked and above
+// the spot threshold (its 8 neighbours are kept too), from the gap-filled tables (finite, so that the place X
+// gives _classify's interpolation at the ends too); invalid pixels are picked when they are overloads.
 template <typename T>
-__device__ __forceinline__ int pick_state(const Bg& B, const Par& P, T raw, float s, float q, double fpos,
-                                          double noise, double cutoff, double spot) {
-    if (isnan(fpos)) return 0;
+__device__ __forceinline__ int pick_state(const Bg& B, const Par& P, T raw, float s, float q, const Pos& X,
+                                          double noise, double noise2, double cutoff2, double spot) {
     if (!isfinite(s)) return (double)raw >= P.saturation ? (spot > 0.0 ? 2 : 1) : 0;
-    const int last = B.nbins - 1;
-    const double x = fmin(fmax(fpos, 0.0), (double)last);
-    const int pos = min((int)x, max(last - 1, 0));
-    const double frac = x - pos;
-    const int nxt = min(pos + 1, last);
-    const double excess = (double)q - ((1.0 - frac) * (double)B.fmean[pos] + frac * (double)B.fmean[nxt]);
+    const double excess = (double)q - ((1.0 - X.w) * (double)B.fmean[X.i0] + X.w * (double)B.fmean[X.i1]);
     if (excess <= noise) return 0;
-    const double sd = (1.0 - frac) * (double)B.fstd[pos] + frac * (double)B.fstd[nxt];
-    const double sigma2 = sd * sd + noise * noise;
-    if (!(excess * excess > cutoff * cutoff * sigma2)) return 0;  // excess > cutoff * sigma, both positive
+    const double sd = (1.0 - X.w) * (double)B.fstd[X.i0] + X.w * (double)B.fstd[X.i1];
+    const double sigma2 = sd * sd + noise2;
+    if (!(excess * excess > cutoff2 * sigma2)) return 0;  // excess > cutoff * sigma, both positive
     return (spot > 0.0 && excess * excess > spot * spot * sigma2) ? 2 : 1;
 }
 
@@ -494,52 +508,80 @@ __device__ __forceinline__ bool peak_confirm(const float* sv, const unsigned cha
     return true;
 }
 
-// Pixel pass, one thread per pixel: block (frame, chunk of PIX_BLOCK pixels of a row, row), frames fastest so
-// that the blocks of the same pixels share the static arrays in L2.  Each warp is one 32-pixel word of the bit
-// masks: picking (pick.py) gives the word by __ballot_sync and its count by __popc (spot_words, when not NULL,
-// gets the pixels of state 2 for grow_picks); for peaks it writes the excess v (float32, NaN = missing) and the
-// mark of every pixel (peaks.py _excess) for the peak pass.
+// Pixel pass, one thread per pixel: block (frame, word column, group of PIX_WARPS * PIX_ROWS rows), frames
+// fastest so that the blocks of the same pixels share the static arrays in L2; each warp is one 32-pixel word of
+// the bit masks in PIX_ROWS rows (row = group start + warp + k PIX_WARPS).  Picking (pick.py) gives the word by
+// __ballot_sync and its count by __popc (spot_words, when not NULL, gets the pixels of state 2 for grow_picks);
+// for peaks it writes the excess v (float32, NaN = missing) and the mark of every pixel (peaks.py _excess) for
+// the peak pass.
 template <typename T>
-__global__ void __launch_bounds__(PIX_BLOCK)
-pixel_pass(const T* __restrict__ frames, int nframes, int ny, int nx, int nwords,
-           const unsigned char* __restrict__ mask, const float* __restrict__ norm, const float* __restrict__ radius,
+__global__ void __launch_bounds__(32 * PIX_WARPS)
+pixel_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const unsigned char* __restrict__ mask,
+           const float* __restrict__ norm, const int* __restrict__ slot, const double* __restrict__ wpos,
            const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
            const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
-           int nbins, double pick_noise, double pick_cutoff, double pick_spot, double peak_noise,
+           int nframes, int nbins, double pick_noise, double pick_cutoff, double pick_spot, double peak_noise,
            double peak_cutoff, int do_pick, int do_peaks, unsigned int* __restrict__ pick_words,
            unsigned int* __restrict__ spot_words, int* __restrict__ pick_counts, float* __restrict__ out_v,
            unsigned char* __restrict__ out_mark) {
-    const int f = blockIdx.x;
-    const int row = blockIdx.z;
-    const int col = blockIdx.y * PIX_BLOCK + threadIdx.x;
+    const int f = blockIdx.x, word = blockIdx.y;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int col = word * 32 + lane;
     const long long npix = (long long)ny * nx;
     const T* frame = frames + (long long)f * npix;
+    float* v_out = out_v + (long long)f * npix;
+    unsigned char* mark_out = out_mark + (long long)f * npix;
     const Par P = load_par(par);
     const Bg B = load_bg(prof, filled, nframes, nbins, f);
-    int state = 0;
-    if (col < nx) {
+    const double pick_noise2 = pick_noise * pick_noise, pick_cutoff2 = pick_cutoff * pick_cutoff;
+    const double peak_noise2 = peak_noise * peak_noise, peak_cutoff2 = peak_cutoff * peak_cutoff;
+    const int row0 = blockIdx.z * PIX_WARPS * PIX_ROWS + warp;
+    // the inputs of all PIX_ROWS pixels are loaded first, so that their memory latencies overlap
+    T raw[PIX_ROWS];
+    unsigned char masked[PIX_ROWS];
+    float nrm[PIX_ROWS];
+    int place[PIX_ROWS];
+    double wgt[PIX_ROWS];
+#pragma unroll
+    for (int k = 0; k < PIX_ROWS; ++k) {
+        const int row = row0 + k * PIX_WARPS;
         const long long p = (long long)row * nx + col;
-        float s, pvar;
-        pixel_signal<T>(P, frame, p, mask, dark, dvar, gmap, s, pvar);
-        const float nrm = norm[p];
-        const float q = s / nrm;
-        const float r = radius[p];
-        if (do_peaks) {
-            unsigned char mark;
-            out_v[(long long)f * npix + p] = excess_peak(B, s, nrm, q, peak_position(P, r), peak_noise, peak_cutoff,
-                                                         mark);
-            out_mark[(long long)f * npix + p] = mark;
-        }
-        if (do_pick) state = pick_state<T>(B, P, frame[p], s, q, pick_position(P, r), pick_noise, pick_cutoff, pick_spot);
+        const bool inside = row < ny && col < nx;
+        raw[k] = inside ? frame[p] : (T)0;
+        masked[k] = inside ? mask[p] : (unsigned char)1;
+        nrm[k] = inside ? norm[p] : 1.0f;
+        place[k] = inside ? slot[p] : -1;
+        wgt[k] = inside ? wpos[p] : 0.0;
     }
-    const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
-    const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
-    const int word = col >> 5;
-    if (do_pick && (threadIdx.x & 31) == 0 && word < nwords) {
-        const long long w = ((long long)f * ny + row) * nwords + word;
-        pick_words[w] = pw;
-        pick_counts[w] = __popc(pw);
-        if (spot_words) spot_words[w] = sw;
+#pragma unroll
+    for (int k = 0; k < PIX_ROWS; ++k) {
+        const int row = row0 + k * PIX_WARPS;
+        if (row >= ny) break;  // the whole warp
+        const long long p = (long long)row * nx + col;
+        int state = 0;
+        if (col < nx) {
+            float s, pvar;
+            preprocess_value<T>(P, raw[k], masked[k] != 0, dark != nullptr, dark ? dark[p] : 0.0f, dvar != nullptr,
+                                dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, pvar);
+            const float q = s / nrm[k];
+            const int sl = place[k];
+            const Pos X = decode_place(sl, wgt[k]);
+            if (do_peaks) {
+                unsigned char mark = MARK_NONE;
+                v_out[p] = sl >= 0 ? excess_peak(B, s, nrm[k], q, X, peak_noise2, peak_cutoff2, mark) : NAN_F;
+                mark_out[p] = mark;
+            }
+            if (do_pick && sl >= 0 && !(sl & SLOT_PICK_OUT))
+                state = pick_state<T>(B, P, raw[k], s, q, X, pick_noise, pick_noise2, pick_cutoff2, pick_spot);
+        }
+        const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
+        const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
+        if (do_pick && lane == 0) {
+            const long long w = ((long long)f * ny + row) * nwords + word;
+            pick_words[w] = pw;
+            pick_counts[w] = __popc(pw);
+            if (spot_words) spot_words[w] = sw;
+        }
     }
 }
 
@@ -569,93 +611,80 @@ __global__ void grow_picks(long long nwords_total, int ny, int nwords, const uns
     pick_counts[w] = __popc(word);
 }
 
-// Peak candidates: one block of TILE_W x TILE_H threads per (frame, tile), frames fastest; v and marks of the
-// tile and a halo of 2 (the ring that the 3 x 3 test reads, whose zinger flags need the next ring's v) come
-// from the pixel pass.  The tile's zinger flags are written back to the marks (each a function of v alone, so
-// a neighbouring tile that reads the mark before or after gets the same flag where it uses one), and the cheap
-// tests of peaks.py (rule 2e, 3 x 3 local maximum: peak_candidate) give one bit-mask word per warp and its
-// count.  At most one pixel in four is a candidate (no two neighbours are both 3 x 3 maxima).
-__global__ void __launch_bounds__(TILE_W * TILE_H)
-peak_candidates(int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v,
-                unsigned char* __restrict__ marks, double min_spread, unsigned int* __restrict__ cand_words,
-                int* __restrict__ cand_counts) {
-    const int G = 2;
+// Peaks of a tile: one block of 32 x CAND_WARPS threads per (frame, tile of TILE_W x TILE_H pixels), frames
+// fastest.  v and marks of the tile and a halo of 3 come from the pixel pass into shared memory; the zinger
+// flags (peaks.py _flag_zingers, a function of v alone) are set for the tile and the two rings that the peak
+// rules read, and written back to the marks for the tile itself; the cheap tests (rule 2e, 3 x 3 local maximum:
+// peak_candidate) list the candidates (at most one pixel in four: no two neighbours are both 3 x 3 maxima), and
+// the block's threads then take one candidate each through peak_confirm, on the shared window, with sigma_p^2
+// from the pixels' places between the bins.  Each tile row's word of the peak mask and its count are written
+// whole.
+template <int H>
+__global__ void __launch_bounds__(32 * CAND_WARPS, CAND_MIN_BLOCKS)
+tile_peaks(int ny, int nx, int nwords, const float* __restrict__ in_v, unsigned char* __restrict__ marks,
+           const float* __restrict__ norm, const int* __restrict__ slot, const double* __restrict__ wpos,
+           const double* __restrict__ prof, const float* __restrict__ filled, int nframes, int nbins,
+           double peak_noise, double peak_cutoff, double spread_snr, double min_spread, int reject,
+           unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
+    const int G = 3;
     const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
     __shared__ float sv[HH * W];
     __shared__ unsigned char sm[HH * W];
-    const int f = blockIdx.x % nframes;
-    const int tile = blockIdx.x / nframes;
-    const int tx = tile % nwords, ty = tile / nwords;
-    const int col0 = tx * TILE_W, row0 = ty * TILE_H;
-    const long long base = (long long)f * ny * nx;
+    __shared__ unsigned short listed[TILE_W * TILE_H / 4];  // candidates, lr * TILE_W + lc
+    __shared__ unsigned int found[TILE_H];                  // peak-mask word of each tile row
+    __shared__ int ncand;
+    const int f = blockIdx.x, tx = blockIdx.y;
+    const int col0 = tx * TILE_W, row0 = blockIdx.z * TILE_H;
+    const long long npix = (long long)ny * nx;
+    const float* v_in = in_v + (long long)f * npix;
+    unsigned char* mark = marks + (long long)f * npix;
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
         const int r = row0 - G + e / W, c = col0 - G + e % W;
         const bool in = r >= 0 && r < ny && c >= 0 && c < nx;
-        sv[e] = in ? in_v[base + (long long)r * nx + c] : NAN_F;
-        sm[e] = in ? marks[base + (long long)r * nx + c] : (unsigned char)MARK_NONE;
+        const long long q = (long long)r * nx + c;
+        sv[e] = in ? v_in[q] : NAN_F;
+        sm[e] = in ? mark[q] : (unsigned char)MARK_NONE;
     }
+    for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) found[lr] = 0u;
+    if (threadIdx.x == 0) ncand = 0;
     __syncthreads();
     for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // zinger flags: each reads v and its own mark
         const int lr = e / W, lc = e % W;
-        if (lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && sm[e] == MARK_STRONG && is_zinger(sv, W, lr, lc, min_spread)) {
+        if (sm[e] == MARK_STRONG && lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && is_zinger(sv, W, lr, lc, min_spread)) {
             sm[e] = MARK_ZINGER;
             const int r = row0 - G + lr, c = col0 - G + lc;
             if (lr >= G && lr < G + TILE_H && lc >= G && lc < G + TILE_W && r < ny && c < nx)
-                marks[base + (long long)r * nx + c] = MARK_ZINGER;
+                mark[(long long)r * nx + c] = MARK_ZINGER;
         }
     }
     __syncthreads();
-    const int lr = threadIdx.x / TILE_W, lc = threadIdx.x % TILE_W;  // warp lr, lane lc
-    const int row = row0 + lr, col = col0 + lc;
-    const bool candidate = row < ny && col < nx && peak_candidate(sv, sm, W, lr + G, lc + G);
-    const unsigned int ballot = __ballot_sync(0xffffffffu, candidate);
-    if (lc == 0 && row < ny) {
-        const long long w = ((long long)f * ny + row) * nwords + tx;
-        cand_words[w] = ballot;
-        cand_counts[w] = __popc(ballot);
+    const int lane = threadIdx.x & 31;
+    for (int lr = threadIdx.x >> 5; lr < TILE_H; lr += CAND_WARPS) {
+        const int row = row0 + lr, col = col0 + lane;
+        const bool candidate = row < ny && col < nx && peak_candidate(sv, sm, W, lr + G, lane + G);
+        const unsigned int ballot = __ballot_sync(0xffffffffu, candidate);
+        int first = 0;
+        if (lane == 0 && ballot) first = atomicAdd(&ncand, __popc(ballot));
+        first = __shfl_sync(0xffffffffu, first, 0);
+        if (candidate) listed[first + __popc(ballot & ((1u << lane) - 1u))] = (unsigned short)(lr * TILE_W + lane);
     }
-}
-
-// Peak confirmation, grid-stride over the listed candidates (at: frame * ny * nx + pixel; *total of them, in
-// device memory): peak_confirm on a 5 x 5 window of v and marks (zinger flags final), sigma_p^2 from the
-// pixel's radius; a peak sets its bit in peak_words and counts itself in peak_counts (both zeroed before).
-template <int H>
-__global__ void confirm_peaks(const long long* __restrict__ total, long long capacity, const long long* __restrict__ at,
-                              int nframes, int ny, int nx, int nwords, const float* __restrict__ in_v,
-                              const unsigned char* __restrict__ marks, const float* __restrict__ norm,
-                              const float* __restrict__ radius, const double* __restrict__ par,
-                              const double* __restrict__ prof, const float* __restrict__ filled, int nbins,
-                              double peak_noise, double peak_cutoff, double spread_snr, double min_spread,
-                              int reject, unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
-    const int R = 2, WW = 2 * R + 1;
-    const long long n = *total < capacity ? *total : capacity;
-    const long long npix = (long long)ny * nx;
-    const Par P = load_par(par);
-    for (long long pos = (long long)blockIdx.x * blockDim.x + threadIdx.x; pos < n;
-         pos += (long long)gridDim.x * blockDim.x) {
-        const int f = (int)(at[pos] / npix);
-        const long long p = at[pos] - f * npix;
-        const int i = (int)(p / nx), j = (int)(p % nx);
-        float wv[WW * WW];
-        unsigned char wm[WW * WW];
-#pragma unroll
-        for (int a = 0; a < WW; ++a)
-#pragma unroll
-            for (int b = 0; b < WW; ++b) {
-                const int ii = i - R + a, jj = j - R + b;
-                const bool in = ii >= 0 && ii < ny && jj >= 0 && jj < nx;
-                const long long q = (long long)f * npix + (long long)ii * nx + jj;
-                wv[a * WW + b] = in ? in_v[q] : NAN_F;
-                wm[a * WW + b] = in ? marks[q] : (unsigned char)MARK_NONE;
-            }
-        const Bg B = load_bg(prof, filled, nframes, nbins, f);
-        auto var_at = [&](int di, int dj) {
-            return pixel_var(B, peak_position(P, radius[p + (long long)di * nx + dj]), peak_noise);
-        };
-        if (peak_confirm<H>(wv, wm, WW, R, R, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p], var_at)) {
-            const long long w = ((long long)f * ny + i) * nwords + (j >> 5);
-            atomicOr(&peak_words[w], 1u << (j & 31));
-            atomicAdd(&peak_counts[w], 1);
+    __syncthreads();
+    const Bg B = load_bg(prof, filled, nframes, nbins, f);
+    const double noise2 = peak_noise * peak_noise;
+    for (int k = threadIdx.x; k < ncand; k += blockDim.x) {
+        const int lr = listed[k] / TILE_W, lc = listed[k] % TILE_W;
+        const long long p = (long long)(row0 + lr) * nx + col0 + lc;
+        auto var_at = [&](int di, int dj) { return pixel_var_at(B, slot, wpos, p + (long long)di * nx + dj, noise2); };
+        if (peak_confirm<H>(sv, sm, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p], var_at))
+            atomicOr(&found[lr], 1u << lc);
+    }
+    __syncthreads();
+    for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) {
+        const int row = row0 + lr;
+        if (row < ny) {
+            const long long w = ((long long)f * ny + row) * nwords + tx;
+            peak_words[w] = found[lr];
+            peak_counts[w] = __popc(found[lr]);
         }
     }
 }
@@ -668,65 +697,58 @@ __global__ void frame_offsets(const long long* __restrict__ scan, long long word
     if (f < nframes) frame_ptr[f + 1] = scan[(f + 1) * words_per_frame - 1];
 }
 
-// One thread per word: writes the flat index and the raw (minus dark) value of each picked pixel at its
-// compacted position (inclusive scan minus the word's own count), in index order within each frame.
+// The compaction kernels run one thread per word w of a (nframes, ny, nwords) bit mask; set_bits walks the set
+// bits of the word in index order, calling visit(frame, flat pixel index, compacted position) with the positions
+// that the inclusive scan gives (scan[w] minus the word's own count): index order within each frame.
+template <typename Visit>
+__device__ __forceinline__ void set_bits(long long w, int ny, int nx, int nwords, unsigned int word,
+                                         const long long* __restrict__ scan, Visit visit) {
+    long long pos = scan[w] - __popc(word);
+    const long long per_frame = (long long)ny * nwords;
+    const long long f = w / per_frame;
+    const long long rem = w - f * per_frame;
+    const long long first = (rem / nwords) * nx + (rem % nwords) * 32;  // flat index of the word's bit 0
+    while (word) {
+        const int j = __ffs(word) - 1;
+        word &= word - 1;
+        visit(f, first + j, pos++);
+    }
+}
+
+// Writes the flat index and the raw (minus dark) value of each picked pixel at its compacted position.
 template <typename T>
 __global__ void emit_picks(const T* __restrict__ frames, long long nwords_total, int ny, int nx, int nwords,
                            const unsigned int* __restrict__ words, const long long* __restrict__ scan,
                            const float* __restrict__ dark, int is_integer, double lo, double hi,
                            long long capacity, unsigned int* __restrict__ out_index, T* __restrict__ out_value) {
     const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (w >= nwords_total) return;
-    unsigned int word = words[w];
-    if (!word) return;
-    long long pos = scan[w] - __popc(word);
-    const long long per_frame = (long long)ny * nwords;
-    const long long f = w / per_frame;
-    const long long rem = w - f * per_frame;
-    const int row = (int)(rem / nwords), wx = (int)(rem % nwords);
-    const T* frame = frames + f * (long long)ny * nx;
-    while (word) {
-        const int j = __ffs(word) - 1;
-        word &= word - 1;
-        const long long p = (long long)row * nx + wx * 32 + j;
-        if (pos < capacity) {
-            out_index[pos] = (unsigned int)p;
-            if (dark) {
-                double value = (double)frame[p] - (double)dark[p];
-                if (is_integer) value = fmin(fmax(floor(value + 0.5), lo), hi);
-                out_value[pos] = (T)value;
-            } else {
-                out_value[pos] = frame[p];
-            }
+    if (w >= nwords_total || !words[w]) return;
+    set_bits(w, ny, nx, nwords, words[w], scan, [&](long long f, long long p, long long pos) {
+        if (pos >= capacity) return;
+        const T raw = frames[f * ny * nx + p];
+        out_index[pos] = (unsigned int)p;
+        if (dark) {
+            double value = (double)raw - (double)dark[p];
+            if (is_integer) value = fmin(fmax(floor(value + 0.5), lo), hi);
+            out_value[pos] = (T)value;
+        } else {
+            out_value[pos] = raw;
         }
-        ++pos;
-    }
+    });
 }
 
-// One thread per word holding peaks: the flat index of each peak at its compacted position, in index order
-// within each frame; `at` gets frame * ny * nx + index for the measuring kernel.
+// Lists the peaks at their compacted positions: the flat index, and at = frame * ny * nx + index for
+// measure_peaks.
 __global__ void emit_peak_index(long long nwords_total, int ny, int nx, int nwords,
                                 const unsigned int* __restrict__ words, const long long* __restrict__ scan,
                                 long long capacity, long long* __restrict__ out_index, long long* __restrict__ at) {
     const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (w >= nwords_total) return;
-    unsigned int word = words[w];
-    if (!word) return;
-    long long pos = scan[w] - __popc(word);
-    const long long per_frame = (long long)ny * nwords;
-    const long long f = w / per_frame;
-    const long long rem = w - f * per_frame;
-    const int i = (int)(rem / nwords), wx = (int)(rem % nwords);
-    while (word) {
-        const int jb = __ffs(word) - 1;
-        word &= word - 1;
-        const long long p = (long long)i * nx + wx * 32 + jb;
-        if (pos < capacity) {
-            out_index[pos] = p;
-            at[pos] = f * ny * nx + p;
-        }
-        ++pos;
-    }
+    if (w >= nwords_total || !words[w]) return;
+    set_bits(w, ny, nx, nwords, words[w], scan, [&](long long f, long long p, long long pos) {
+        if (pos >= capacity) return;
+        out_index[pos] = p;
+        at[pos] = f * ny * nx + p;
+    });
 }
 
 // One warp per peak (blocks of MEASURE_WARPS warps): measures it (peaks.py _measure_peaks and _centroid) over
@@ -738,7 +760,7 @@ template <typename T, int H>
 __global__ void __launch_bounds__(32 * MEASURE_WARPS)
 measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int nframes,
               int ny, int nx, const long long* __restrict__ at, const unsigned char* __restrict__ mask,
-              const float* __restrict__ norm, const float* __restrict__ radius,
+              const float* __restrict__ norm, const int* __restrict__ slot, const double* __restrict__ wpos,
               const float* __restrict__ dark, const float* __restrict__ dvar,
               const float* __restrict__ gmap, const double* __restrict__ dspacing,
               const double* __restrict__ par, const double* __restrict__ prof,
@@ -862,8 +884,10 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
                 ++npix;
             }
         const long long p = (long long)i * nx + j;
-        const double fpos = peak_position(P, radius[p]);
-        const double s_bg = interp_peak(B.sem, fpos, nbins);
+        Pos X;
+        bool in_pick;
+        bin_place(slot, wpos, p, X, in_pick);  // a peak lies in the radial range
+        const double s_bg = interp(B.sem, X);
         variance_sum += scale_sum * scale_sum * s_bg * s_bg;
         const double g0 = gmap ? (double)gmap[p] : P.gain;
         double* o = out_f + pos * 7;
@@ -872,7 +896,7 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
         o[2] = total;
         o[3] = sqrt(variance_sum);
         o[4] = (double)(sv[G * S + G] * norm[p]) * g0;
-        o[5] = interp_peak(B.mean, fpos, nbins) * (double)norm[p] * g0;
+        o[5] = interp(B.pmean, X) * (double)norm[p] * g0;
         if (dspacing) {
             o[6] = dspacing[(long long)ci * nx + cj];
         } else {
