@@ -149,15 +149,16 @@ __device__ __forceinline__ void block_sum(double (&x)[N], double* red) {
 // ---------------------------------------------------------------------------------------------------------
 // Sigma-clipping: one block per (frame, bin of bin_list), frames fastest so that the blocks of one bin share
 // the static CSR arrays in L2.  The gather preprocesses each pixel and adds it to the sums of the first pass;
-// the first `cap` pixels of the bin keep their value = signal / norm (float64, NaN when invalid or clipped)
-// in shared memory, 8 bytes a pixel, the launch being sized for its class of bins; pixels beyond `cap` (bins
-// larger than shared memory) are gathered again at each pass and tested against the history of (mean,
-// limit).  A clipping cycle is then one pass that tests the pixels still in against the new limit and sums
-// what the pixels that fail contribute; these sums are subtracted from the bin's sums (the CPU sums the
-// survivors again: the same up to float64 rounding, relative 1e-16 of the removed part).  The few pixels
-// removed are gathered again for their norm, coefficient and variance (frame and CSR arrays are in L2).  With
-// the scatter (azimuthal and hybrid models, plain integration) a second pass sums VV of the survivors around
-// the new mean.
+// the first `cap` pixels of the bin keep a float32 copy of their value = signal / norm (NaN when invalid or
+// clipped) in shared memory, 4 bytes a pixel, the launch being sized for its class of bins; pixels beyond `cap`
+// (bins larger than shared memory) are gathered again at each pass and tested against the history of (mean,
+// limit).  A clipping cycle is then one pass that tests the pixels still in against the new limit -- on the
+// float32 copy, or on the float64 value gathered again when the copy lies within its rounding error of the
+// limit, so that every decision is the float64 one -- and sums what the pixels that fail contribute (gathered
+// again: frame and CSR arrays are in L2); these sums are subtracted from the bin's sums (the CPU sums the
+// survivors again: the same up to float64 rounding, relative 1e-16 of the removed part).  With the scatter
+// (azimuthal and hybrid models, plain integration) a second pass sums VV of the survivors around the new mean,
+// from their values gathered again.
 // ---------------------------------------------------------------------------------------------------------
 template <typename T, bool DVAR>
 __device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ frame, long long j,
@@ -195,7 +196,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
            int cycles, double cutoff, int with_scatter, int cap, double* __restrict__ out) {
     __shared__ double red[7 * 33];
     __shared__ double hist[2 * MAX_HIST];
-    extern __shared__ double sval[];  // values of the first cap pixels of the bin
+    extern __shared__ float sval[];  // float32 copies of the values of the first cap pixels (NaN: out)
     const int f = blockIdx.x % nframes;
     const int b = bin_list[blockIdx.x / nframes];
     const long long start = indptr[b], stop = indptr[b + 1];
@@ -222,7 +223,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         double value;
         float nr, c, var;
         gather(start + t, value, nr, c, var);
-        if (t < held) sval[t] = value;
+        if (t < held) sval[t] = (float)value;
         if (!isnan(value)) add_pixel<COEF>(acc, value, nr, c, var);
     }
     block_sum<7>(acc, red);
@@ -238,8 +239,13 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
                 const double d = value - m;
                 y[0] += w * w * d * d;
             };
-            for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK)
-                if (!isnan(sval[t])) add(sval[t], cnorm[start + t], COEF ? coef[start + t] : 1.0f);
+            for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
+                if (isnan(sval[t])) continue;
+                double value;
+                float nr, c, var;
+                gather(start + t, value, nr, c, var);
+                add(value, nr, c);
+            }
             for (long long j = start + held + threadIdx.x; j < stop; j += CLIP_BLOCK) {
                 double value;
                 float nr, c, var;
@@ -261,13 +267,24 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         if (!(limit >= 0.0) || nh == MAX_HIST) break;  // NaN std: the CPU's test discards nothing either
         double y[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};  // what the pixels failing the new test contribute
         for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
-            const double value = sval[t];
-            if (!isnan(value) && fabs(value - mean) > limit) {
-                double again;  // == value
-                float nr, c, var;
-                gather(start + t, again, nr, c, var);
+            const float copy = sval[t];
+            if (isnan(copy)) continue;
+            // The float32 copy differs from the value by less than 2^-23 of itself: it decides unless it lies
+            // that close to the limit, where the value itself is gathered again.
+            const double d = fabs((double)copy - mean);
+            bool out = d > limit;
+            bool gathered = false;
+            double value;
+            float nr, c, var;
+            if (fabs(d - limit) <= fabs((double)copy) * 4.8e-7 + 1.5e-45) {
+                gather(start + t, value, nr, c, var);
+                gathered = true;
+                out = fabs(value - mean) > limit;
+            }
+            if (out) {
+                if (!gathered) gather(start + t, value, nr, c, var);
                 add_pixel<COEF>(y, value, nr, c, var);
-                sval[t] = NAN_D;
+                sval[t] = NAN_F;
             }
         }
         for (long long j = start + held + threadIdx.x; j < stop; j += CLIP_BLOCK) {
@@ -373,13 +390,12 @@ __device__ __forceinline__ double pixel_var(const Bg& B, const Pos& X, double no
     return sd * sd + noise2;
 }
 
-// sigma_p^2 of flat pixel p, which must lie in the radial range (every usable pixel does).
+// sigma_p^2 of flat pixel p (every usable pixel lies in the radial range; 0 for the others, never used).
 __device__ __forceinline__ double pixel_var_at(const Bg& B, const int* __restrict__ slot,
                                                const double* __restrict__ wpos, long long p, double noise2) {
     Pos X;
     bool pick;
-    bin_place(slot, wpos, p, X, pick);
-    return pixel_var(B, X, noise2);
+    return bin_place(slot, wpos, p, X, pick) ? pixel_var(B, X, noise2) : 0.0;
 }
 
 // Values of the per-pixel mark of the peak finder, as peaks.py (_PEAK is the peak bit mask here).
@@ -673,8 +689,17 @@ tile_peaks(int ny, int nx, int nwords, const float* __restrict__ in_v, unsigned 
     const double noise2 = peak_noise * peak_noise;
     for (int k = threadIdx.x; k < ncand; k += blockDim.x) {
         const int lr = listed[k] / TILE_W, lc = listed[k] % TILE_W;
-        const long long p = (long long)(row0 + lr) * nx + col0 + lc;
-        auto var_at = [&](int di, int dj) { return pixel_var_at(B, slot, wpos, p + (long long)di * nx + dj, noise2); };
+        const int row = row0 + lr, col = col0 + lc;
+        const long long p = (long long)row * nx + col;
+        double var9[9];  // sigma_p^2 of the 3 x 3 box, loaded together (the rules ask for the usable ones)
+#pragma unroll
+        for (int di = -1; di <= 1; ++di)
+#pragma unroll
+            for (int dj = -1; dj <= 1; ++dj) {
+                const bool in = row + di >= 0 && row + di < ny && col + dj >= 0 && col + dj < nx;
+                var9[3 * di + dj + 4] = in ? pixel_var_at(B, slot, wpos, p + (long long)di * nx + dj, noise2) : 0.0;
+            }
+        auto var_at = [&](int di, int dj) { return var9[3 * di + dj + 4]; };
         if (peak_confirm<H>(sv, sm, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p], var_at))
             atomicOr(&found[lr], 1u << lc);
     }
