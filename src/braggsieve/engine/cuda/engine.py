@@ -43,12 +43,12 @@ from ..records import PEAK_FIELDS, PeakList, RadialProfile, SparseFrames
 from . import kernels
 
 CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
-CLIP_MIN_BLOCKS = 4      # blocks per multiprocessor that its register budget must allow
+CLIP_MIN_BLOCKS = 5      # blocks per multiprocessor that its register budget must allow
 CLASS_STEP = 2048        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
 MAX_HIST = 64            # most clipping cycles
 TILE_H = 64              # rows of a peak tile (32 columns: one bit-mask word per row)
 CAND_WARPS = 8           # warps per peak-tile block (each takes every CAND_WARPS-th row of the tile)
-CAND_MIN_BLOCKS = 4      # peak-tile blocks per multiprocessor that its register budget must allow
+CAND_MIN_BLOCKS = 6      # peak-tile blocks per multiprocessor that its register budget must allow
 PIX_WARPS = 16           # warps per pixel-pass block (one 32-pixel word each, in PIX_ROWS rows)
 PIX_ROWS = 1
 EMIT_BLOCK = 256
@@ -61,11 +61,12 @@ _NULL = np.uint64(0)
 
 
 @lru_cache(maxsize=None)
-def _module(ctype: str, coef: bool, dvar: bool, half: int) -> dict:
-    """The compiled kernels for one raw dtype, pixel splitting, dark variance and peak half-patch."""
+def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
+    """The compiled kernels for one raw dtype, pixel splitting, dark variance, peak half-patch, and whether the
+    frames need no dark, gain or dummy (``plain``: the pixel pass's shorter preprocessing)."""
     flag = {True: "true", False: "false"}
     names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}>",
-             "pixel": f"pixel_pass<{ctype}>", "peaks": f"tile_peaks<{half}>", "picks": f"emit_picks<{ctype}>",
+             "pixel": f"pixel_pass<{ctype}, {flag[plain]}>", "peaks": f"tile_peaks<{half}>", "picks": f"emit_picks<{ctype}>",
              "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
              "tables": "background_tables", "offsets": "frame_offsets", "grow": "grow_picks"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
@@ -193,7 +194,8 @@ class _Slot:
             nbins = e.binning.nbins
             self.d_frames = cp.empty((nframes, ny, nx), dtype)
             self.sums = cp.empty((kernels.NSUMS, nframes, nbins))
-            self.prof = cp.empty((4, nframes, nbins))  # mean, std, sem, the peak finder's mean
+            # mean, std, sem, the peak finder's mean, the gap-filled mean and std (float32 values) of picking
+            self.prof = cp.empty((6, nframes, nbins))
             self.filled = cp.empty((2, nframes, nbins), np.float32)
             # picked pixels, peaks, spot pixels (cutoff_spot)
             self.words = cp.zeros((3, nwords), np.uint32)
@@ -304,7 +306,7 @@ class _Slot:
         grow = self.sparse and pp.cutoff_spot > 0
         fns["pixel"]((n, s.nwords, -(-ny // (PIX_WARPS * PIX_ROWS))), (32 * PIX_WARPS,),
                      (d_frames, np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm, s.slot, s.wpos,
-                      _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof, self.filled, np.int32(n),
+                      _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof, np.int32(n),
                       np.int32(nbins), np.float64(pp.noise), np.float64(pp.cutoff_pick), np.float64(pp.cutoff_spot),
                       np.float64(pk.noise), np.float64(pk.cutoff_peak), np.int32(self.sparse), np.int32(self.peaks),
                       self.words[0], self.words[2] if grow else _NULL, self.counts[0], self.excess, self.marks))
@@ -316,7 +318,7 @@ class _Slot:
         if self.peaks:
             fns["peaks"]((n, s.nwords, -(-ny // TILE_H)), (32 * CAND_WARPS,),
                          (np.int32(ny), np.int32(nx), np.int32(s.nwords), self.excess, self.marks, s.norm, s.slot,
-                          s.wpos, self.prof, self.filled, np.int32(n), np.int32(nbins), np.float64(pk.noise),
+                          s.wpos, self.prof, np.int32(n), np.int32(nbins), np.float64(pk.noise),
                           np.float64(pk.cutoff_peak), np.float64(pk.spread_snr), np.float64(pk.min_spread),
                           np.int32(pk.near_mask == "reject"), self.words[1], self.counts[1]))
         self._mark("peaks")
@@ -352,7 +354,7 @@ class _Slot:
             fns["measure"](((self.peak_cap + MEASURE_WARPS - 1) // MEASURE_WARPS,), (32 * MEASURE_WARPS,),
                            (d_frames, self.fptr[1, n:], np.int32(n), np.int32(ny), np.int32(nx), self.peak_at,
                             s.mask, s.norm, s.slot, s.wpos, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
-                            _ptr(s.dspacing), par, self.prof, self.filled, np.int32(e.binning.nbins),
+                            _ptr(s.dspacing), par, self.prof, np.int32(e.binning.nbins),
                             self.excess, self.marks, np.float64(pk.min_spread), np.int64(self.peak_cap),
                             self.peak_f, self.peak_npix))
 
@@ -454,7 +456,10 @@ class CudaEngine(BoundEngine):
             raise ParameterError(f"the cuda engine reads frames of dtype {', '.join(map(str, _CTYPE))}, "
                                  f"not {dtype}")
         half = self.peak_params.patch_size // 2
-        return _module(_CTYPE[dtype], self.binning.coef is not None, self.static.cdvar is not None, half)
+        s = self.static
+        plain = (s.dark is None and s.dvar is None and s.gmap is None and s.scalar_gain == 1.0
+                 and self.corrections.dummy is None)
+        return _module(_CTYPE[dtype], self.binning.coef is not None, s.cdvar is not None, half, plain)
 
     def _par(self, dtype: np.dtype) -> cp.ndarray:
         if dtype not in self._pars:

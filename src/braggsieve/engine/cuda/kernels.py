@@ -108,6 +108,18 @@ __device__ __forceinline__ void preprocess_value(const Par& P, T raw, bool maske
     var = (float)v;
 }
 
+// preprocess_value for frames without dark, dark variance, gain map or dummy, at gain 1: the same numbers with
+// less arithmetic, since then s = (float)(double)raw = (float)raw and var = (float)max(1, raw) = max(1, s).
+template <typename T>
+__device__ __forceinline__ void preprocess_plain(const Par& P, T raw, bool masked, float& s, float& var) {
+    const double value = (double)raw;
+    bool valid = !masked && isfinite(value) && value < P.saturation;
+    if (P.nmarkers > 0 && value == P.m0) valid = false;
+    if (P.nmarkers > 1 && value == P.m1) valid = false;
+    s = valid ? (float)raw : NAN_F;
+    var = valid ? fmaxf(1.0f, s) : NAN_F;
+}
+
 // Signal and variance of flat pixel p of a frame, with the static arrays in flat order.
 template <typename T>
 __device__ __forceinline__ void pixel_signal(const Par& P, const T* __restrict__ frame, long long p,
@@ -311,8 +323,9 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
 
 // ---------------------------------------------------------------------------------------------------------
 // Background tables from the sums, one block per frame: mean, std, sem (float64, NaN for empty bins, as
-// integrate.profile_from_sums), the peak finder's mean (NaN where std is not finite) and the gap-filled float32 mean/std of pick.filled_background (numpy.interp
-// over the valid bins, clamped at the ends, 0 for a frame without any).
+// integrate.profile_from_sums), the peak finder's mean (NaN where std is not finite) and the gap-filled mean/std
+// of pick.filled_background (numpy.interp over the valid bins, clamped at the ends, 0 for a frame without any) as
+// float32, and again widened to float64 in prof for the pixel pass.
 // ---------------------------------------------------------------------------------------------------------
 __global__ void background_tables(const double* __restrict__ sums, int nframes, int nbins, int spread_row,
                                   const double* __restrict__ radial, double* __restrict__ prof,
@@ -340,12 +353,18 @@ __global__ void background_tables(const double* __restrict__ sums, int nframes, 
     __syncthreads();
     float* out_mean = filled + base;
     float* out_std = filled + plane + base;
+    double* dmean = prof + 4 * plane + base;  // the same as float64, read by the pixel pass
+    double* dstd = prof + 5 * plane + base;
     for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
         for (int t = 0; t < 2; ++t) {
             const double* fp = t ? std : mean;
             float* dst = t ? out_std : out_mean;
             auto valid = [&](int i) { return isfinite(mean[i]) && isfinite(std[i]); };
-            if (valid(b)) { dst[b] = (float)fp[b]; continue; }
+            if (valid(b)) {
+                dst[b] = (float)fp[b];
+                (t ? dstd : dmean)[b] = (double)(float)fp[b];
+                continue;
+            }
             int lo = b - 1, hi = b + 1;
             while (lo >= 0 && !valid(lo)) --lo;
             while (hi < nbins && !valid(hi)) ++hi;
@@ -362,6 +381,7 @@ __global__ void background_tables(const double* __restrict__ sums, int nframes, 
                 }
             }
             dst[b] = (float)r;
+            (t ? dstd : dmean)[b] = (double)(float)r;
         }
     }
 }
@@ -372,15 +392,16 @@ __global__ void background_tables(const double* __restrict__ sums, int nframes, 
 struct Bg {
     const double* mean; const double* std; const double* sem;   // (nframes, nbins) this frame's row
     const double* pmean;                                        // mean, NaN where std is not (find_peaks)
-    const float* fmean; const float* fstd;                      // gap-filled, for picking
+    const double* fmean; const double* fstd;                    // gap-filled float32 values, for picking
 };
 
-__device__ __forceinline__ Bg load_bg(const double* prof, const float* filled, int nframes, int nbins, int f) {
+// prof: the (PROF_PLANES, nframes, nbins) float64 tables of background_tables.
+__device__ __forceinline__ Bg load_bg(const double* prof, int nframes, int nbins, int f) {
     Bg B;
     const long long plane = (long long)nframes * nbins, base = (long long)f * nbins;
     B.mean = prof + base; B.std = prof + plane + base; B.sem = prof + 2 * plane + base;
     B.pmean = prof + 3 * plane + base;
-    B.fmean = filled + base; B.fstd = filled + plane + base;
+    B.fmean = prof + 4 * plane + base; B.fstd = prof + 5 * plane + base;
     return B;
 }
 
@@ -432,9 +453,9 @@ template <typename T>
 __device__ __forceinline__ int pick_state(const Bg& B, const Par& P, T raw, float s, float q, const Pos& X,
                                           double noise, double noise2, double cutoff2, double spot) {
     if (!isfinite(s)) return (double)raw >= P.saturation ? (spot > 0.0 ? 2 : 1) : 0;
-    const double excess = (double)q - ((1.0 - X.w) * (double)B.fmean[X.i0] + X.w * (double)B.fmean[X.i1]);
+    const double excess = (double)q - ((1.0 - X.w) * B.fmean[X.i0] + X.w * B.fmean[X.i1]);
     if (excess <= noise) return 0;
-    const double sd = (1.0 - X.w) * (double)B.fstd[X.i0] + X.w * (double)B.fstd[X.i1];
+    const double sd = (1.0 - X.w) * B.fstd[X.i0] + X.w * B.fstd[X.i1];
     const double sigma2 = sd * sd + noise2;
     if (!(excess * excess > cutoff2 * sigma2)) return 0;  // excess > cutoff * sigma, both positive
     return (spot > 0.0 && excess * excess > spot * spot * sigma2) ? 2 : 1;
@@ -530,13 +551,12 @@ __device__ __forceinline__ bool peak_confirm(const float* sv, const unsigned cha
 // __ballot_sync and its count by __popc (spot_words, when not NULL, gets the pixels of state 2 for grow_picks);
 // for peaks it writes the excess v (float32, NaN = missing) and the mark of every pixel (peaks.py _excess) for
 // the peak pass.
-template <typename T>
+template <typename T, bool PLAIN>
 __global__ void __launch_bounds__(32 * PIX_WARPS)
 pixel_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const unsigned char* __restrict__ mask,
            const float* __restrict__ norm, const int* __restrict__ slot, const double* __restrict__ wpos,
            const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
-           const double* __restrict__ par, const double* __restrict__ prof, const float* __restrict__ filled,
-           int nframes, int nbins, double pick_noise, double pick_cutoff, double pick_spot, double peak_noise,
+           const double* __restrict__ par, const double* __restrict__ prof, int nframes, int nbins, double pick_noise, double pick_cutoff, double pick_spot, double peak_noise,
            double peak_cutoff, int do_pick, int do_peaks, unsigned int* __restrict__ pick_words,
            unsigned int* __restrict__ spot_words, int* __restrict__ pick_counts, float* __restrict__ out_v,
            unsigned char* __restrict__ out_mark) {
@@ -548,7 +568,7 @@ pixel_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const unsig
     float* v_out = out_v + (long long)f * npix;
     unsigned char* mark_out = out_mark + (long long)f * npix;
     const Par P = load_par(par);
-    const Bg B = load_bg(prof, filled, nframes, nbins, f);
+    const Bg B = load_bg(prof, nframes, nbins, f);
     const double pick_noise2 = pick_noise * pick_noise, pick_cutoff2 = pick_cutoff * pick_cutoff;
     const double peak_noise2 = peak_noise * peak_noise, peak_cutoff2 = peak_cutoff * peak_cutoff;
     const int row0 = blockIdx.z * PIX_WARPS * PIX_ROWS + warp;
@@ -577,8 +597,11 @@ pixel_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const unsig
         int state = 0;
         if (col < nx) {
             float s, pvar;
-            preprocess_value<T>(P, raw[k], masked[k] != 0, dark != nullptr, dark ? dark[p] : 0.0f, dvar != nullptr,
-                                dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, pvar);
+            if (PLAIN)
+                preprocess_plain<T>(P, raw[k], masked[k] != 0, s, pvar);
+            else
+                preprocess_value<T>(P, raw[k], masked[k] != 0, dark != nullptr, dark ? dark[p] : 0.0f,
+                                    dvar != nullptr, dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, pvar);
             const float q = s / nrm[k];
             const int sl = place[k];
             const Pos X = decode_place(sl, wgt[k]);
@@ -639,7 +662,7 @@ template <int H>
 __global__ void __launch_bounds__(32 * CAND_WARPS, CAND_MIN_BLOCKS)
 tile_peaks(int ny, int nx, int nwords, const float* __restrict__ in_v, unsigned char* __restrict__ marks,
            const float* __restrict__ norm, const int* __restrict__ slot, const double* __restrict__ wpos,
-           const double* __restrict__ prof, const float* __restrict__ filled, int nframes, int nbins,
+           const double* __restrict__ prof, int nframes, int nbins,
            double peak_noise, double peak_cutoff, double spread_snr, double min_spread, int reject,
            unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
     const int G = 3;
@@ -685,7 +708,7 @@ tile_peaks(int ny, int nx, int nwords, const float* __restrict__ in_v, unsigned 
         if (candidate) listed[first + __popc(ballot & ((1u << lane) - 1u))] = (unsigned short)(lr * TILE_W + lane);
     }
     __syncthreads();
-    const Bg B = load_bg(prof, filled, nframes, nbins, f);
+    const Bg B = load_bg(prof, nframes, nbins, f);
     const double noise2 = peak_noise * peak_noise;
     for (int k = threadIdx.x; k < ncand; k += blockDim.x) {
         const int lr = listed[k] / TILE_W, lc = listed[k] % TILE_W;
@@ -789,7 +812,7 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
               const float* __restrict__ dark, const float* __restrict__ dvar,
               const float* __restrict__ gmap, const double* __restrict__ dspacing,
               const double* __restrict__ par, const double* __restrict__ prof,
-              const float* __restrict__ filled, int nbins, const float* __restrict__ in_v,
+              int nbins, const float* __restrict__ in_v,
               const unsigned char* __restrict__ in_mark, double min_spread,
               long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix) {
     // the 7 x 7 centroid box, and the 5 x 5 integration box centred on the pixel nearest the centroid (up to 1 px
@@ -890,7 +913,7 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
     }
     if (lane == 0) {
         const Par P = load_par(par);
-        const Bg B = load_bg(prof, filled, nframes, nbins, f);
+        const Bg B = load_bg(prof, nframes, nbins, f);
         const int ci = (int)floor(row + 0.5) < 0 ? 0 : ((int)floor(row + 0.5) > ny - 1 ? ny - 1 : (int)floor(row + 0.5));
         const int cj = (int)floor(col + 0.5) < 0 ? 0 : ((int)floor(col + 0.5) > nx - 1 ? nx - 1 : (int)floor(col + 0.5));
         double total = 0.0, variance_sum = 0.0, scale_sum = 0.0;
