@@ -18,9 +18,9 @@ from gpu import CLIP, INTEGRATION, PEAKS, PICK, scene
 # one factor at a time from the engine's defaults
 SETTINGS = [
     {},
-    {"CAND_MIN_BLOCKS": 6}, {"CAND_WARPS": 16, "CAND_MIN_BLOCKS": 3}, {"CAND_WARPS": 4, "CAND_MIN_BLOCKS": 8},
-    {"CLIP_MIN_BLOCKS": 3}, {"CLIP_MIN_BLOCKS": 5}, {"CLIP_BLOCK": 128, "CLIP_MIN_BLOCKS": 8},
-    {"CLASS_STEP": 4096},
+    {"PIX_WARPS": 16}, {"PIX_WARPS": 4, "PIX_ROWS": 2},
+    {"TILE_H": 32}, {"CAND_MIN_BLOCKS": 6}, {"CAND_WARPS": 16, "CAND_MIN_BLOCKS": 4},
+    {"CLIP_MIN_BLOCKS": 4}, {"CLIP_MIN_BLOCKS": 6}, {"CLASS_STEP": 4096},
 ]
 
 
