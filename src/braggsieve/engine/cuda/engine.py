@@ -44,7 +44,7 @@ from . import kernels
 
 CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
 CLIP_MIN_BLOCKS = 5      # blocks per multiprocessor that its register budget must allow
-CLASS_STEP = 2048        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
+CLASS_STEP = 4096        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
 MAX_HIST = 64            # most clipping cycles
 TILE_H = 64              # rows of a peak tile (32 columns: one bit-mask word per row)
 CAND_WARPS = 8           # warps per peak-tile block (each takes every CAND_WARPS-th row of the tile)
@@ -65,7 +65,7 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
     """The compiled kernels for one raw dtype, pixel splitting, dark variance, peak half-patch, and whether the
     frames need no dark, gain or dummy (``plain``: the pixel pass's shorter preprocessing)."""
     flag = {True: "true", False: "false"}
-    names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}>",
+    names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}, {flag[plain]}>",
              "pixel": f"pixel_pass<{ctype}, {flag[plain]}>", "peaks": f"tile_peaks<{half}>", "picks": f"emit_picks<{ctype}>",
              "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
              "tables": "background_tables", "offsets": "frame_offsets", "grow": "grow_picks"}

@@ -172,14 +172,17 @@ __device__ __forceinline__ void block_sum(double (&x)[N], double* red) {
 // (azimuthal and hybrid models, plain integration) a second pass sums VV of the survivors around the new mean,
 // from their values gathered again.
 // ---------------------------------------------------------------------------------------------------------
-template <typename T, bool DVAR>
+template <typename T, bool DVAR, bool PLAIN>
 __device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ frame, long long j,
                                             const int* __restrict__ indices, const float* __restrict__ cdark,
                                             const float* __restrict__ cdvar, const float* __restrict__ cgain,
                                             float& s, float& var) {
     const int p = indices[j];
-    preprocess_value<T>(P, frame[p], false, cdark != nullptr, cdark ? cdark[j] : 0.0f, DVAR,
-                        DVAR ? cdvar[j] : 0.0f, cgain ? (double)cgain[j] : P.gain, s, var);
+    if (PLAIN)
+        preprocess_plain<T>(P, frame[p], false, s, var);
+    else
+        preprocess_value<T>(P, frame[p], false, cdark != nullptr, cdark ? cdark[j] : 0.0f, DVAR,
+                            DVAR ? cdvar[j] : 0.0f, cgain ? (double)cgain[j] : P.gain, s, var);
     if (isnan(var)) s = NAN_F;
 }
 
@@ -199,7 +202,7 @@ __device__ __forceinline__ void add_pixel(double (&x)[7], double value, float nr
     x[6] += 1.0;
 }
 
-template <typename T, bool COEF, bool DVAR>
+template <typename T, bool COEF, bool DVAR, bool PLAIN>
 __global__ void __launch_bounds__(CLIP_BLOCK, CLIP_MIN_BLOCKS)
 sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins, const int* __restrict__ bin_list,
            const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ coef,
@@ -208,6 +211,8 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
            int cycles, double cutoff, int with_scatter, int cap, double* __restrict__ out) {
     __shared__ double red[7 * 33];
     __shared__ double hist[2 * MAX_HIST];
+    __shared__ double cycle_limits[2];  // mean and limit of the cycle, decided by thread 0
+    __shared__ int cycle_go;
     extern __shared__ float sval[];  // float32 copies of the values of the first cap pixels (NaN: out)
     const int f = blockIdx.x % nframes;
     const int b = bin_list[blockIdx.x / nframes];
@@ -219,7 +224,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     // value, norm, coefficient and variance of pixel j (>= start + held) of the bin, gathered again
     auto gather = [&](long long j, double& value, float& nr, float& c, float& var) {
         float s;
-        load_signal<T, DVAR>(P, frame, j, indices, cdark, cdvar, cgain, s, var);
+        load_signal<T, DVAR, PLAIN>(P, frame, j, indices, cdark, cdvar, cgain, s, var);
         nr = cnorm[j];
         c = COEF ? coef[j] : 1.0f;
         value = isnan(s) ? NAN_D : (double)s / (double)nr;
@@ -269,14 +274,22 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         return y[0];
     };
     acc[6] = scatter ? spread() : NAN_D;
-    for (int cyc = 0; cyc < cycles; ++cyc) {
-        if (acc[3] == 0.0 || acc[0] == 0.0) break;
-        const double mean = acc[1] / acc[3];
-        const double std = sqrt((scatter ? acc[6] : acc[2]) / acc[4]);
-        const double npx = acc[0] > 3.0 ? acc[0] : 3.0;
-        const double chauvenet = sqrt(2.0 * log(npx / sqrt(2.0 * 3.141592653589793)));
-        const double limit = (cutoff > chauvenet ? cutoff : chauvenet) * std;
-        if (!(limit >= 0.0) || nh == MAX_HIST) break;  // NaN std: the CPU's test discards nothing either
+    for (int cyc = 0;; ++cyc) {
+        if (threadIdx.x == 0) {  // the cycle's mean and limit, the same for every thread: computed once
+            int go = cyc < cycles && acc[3] != 0.0 && acc[0] != 0.0 && nh < MAX_HIST;
+            if (go) {
+                const double std = sqrt((scatter ? acc[6] : acc[2]) / acc[4]);
+                const double npx = acc[0] > 3.0 ? acc[0] : 3.0;
+                const double chauvenet = sqrt(2.0 * log(npx / sqrt(2.0 * 3.141592653589793)));
+                cycle_limits[0] = acc[1] / acc[3];
+                cycle_limits[1] = (cutoff > chauvenet ? cutoff : chauvenet) * std;
+                go = cycle_limits[1] >= 0.0;  // NaN std: the CPU's test discards nothing either
+            }
+            cycle_go = go;
+        }
+        __syncthreads();
+        if (!cycle_go) break;
+        const double mean = cycle_limits[0], limit = cycle_limits[1];
         double y[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};  // what the pixels failing the new test contribute
         for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
             const float copy = sval[t];
