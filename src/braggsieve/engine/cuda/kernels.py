@@ -70,11 +70,9 @@ __device__ __forceinline__ Pos decode_place(int s, double w) {
 }
 
 // Reads the place of flat pixel p; false outside the peak finder's radial range [r_lo, r_hi] (or masked).
-// pick: whether picking's range [r_lo, r_hi) holds it too.
 __device__ __forceinline__ bool bin_place(const int* __restrict__ slot, const double* __restrict__ wpos, long long p,
-                                          Pos& X, bool& pick) {
+                                          Pos& X) {
     const int s = slot[p];
-    pick = s >= 0 && !(s & SLOT_PICK_OUT);
     if (s < 0) return false;
     X = decode_place(s, wpos[p]);
     return true;
@@ -221,7 +219,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     const T* frame = frames + (long long)f * npix;
     const Par P = load_par(par);
     int nh = 0;
-    // value, norm, coefficient and variance of pixel j (>= start + held) of the bin, gathered again
+    // value (float64), norm, coefficient and variance of pixel j of the bin, from the frame and the CSR arrays
     auto gather = [&](long long j, double& value, float& nr, float& c, float& var) {
         float s;
         load_signal<T, DVAR, PLAIN>(P, frame, j, indices, cdark, cdvar, cgain, s, var);
@@ -428,8 +426,7 @@ __device__ __forceinline__ double pixel_var(const Bg& B, const Pos& X, double no
 __device__ __forceinline__ double pixel_var_at(const Bg& B, const int* __restrict__ slot,
                                                const double* __restrict__ wpos, long long p, double noise2) {
     Pos X;
-    bool pick;
-    return bin_place(slot, wpos, p, X, pick) ? pixel_var(B, X, noise2) : 0.0;
+    return bin_place(slot, wpos, p, X) ? pixel_var(B, X, noise2) : 0.0;
 }
 
 // Values of the per-pixel mark of the peak finder, as peaks.py (_PEAK is the peak bit mask here).
@@ -946,8 +943,7 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
             }
         const long long p = (long long)i * nx + j;
         Pos X;
-        bool in_pick;
-        bin_place(slot, wpos, p, X, in_pick);  // a peak lies in the radial range
+        bin_place(slot, wpos, p, X);  // a peak lies in the radial range
         const double s_bg = interp(B.sem, X);
         variance_sum += scale_sum * scale_sum * s_bg * s_bg;
         const double g0 = gmap ? (double)gmap[p] : P.gain;
