@@ -34,7 +34,7 @@ import numpy as np
 from ...errors import ParameterError
 from ..backend import BoundEngine, FrameResults
 from ..corrections import Corrections, detector_markers
-from ..csr import RadialBinning, bin_slots
+from ..csr import SLOT_PICK_OUT, RadialBinning, bin_slots
 from ..integrate import BinSums, profile_from_sums
 from ..params import ClipParams, IntegrationParams
 from ..peaks import PeakParams
@@ -146,9 +146,7 @@ class _Static:
         r32 = np.asarray(binning.pixel_radius, np.float32).ravel()
         slot, wpos = bin_slots(r32, radial, binning.radial_range)  # as the CPU's peak finder and picking
         self.slot, self.wpos = cp.asarray(slot), cp.asarray(wpos)
-        lo, hi = (float(v) for v in binning.radial_range)
-        r = r32.astype(np.float64)
-        pick_range = (r >= lo) & (r < hi)
+        pick_range = (slot >= 0) & ((slot & SLOT_PICK_OUT) == 0)  # r_lo <= r < r_hi
         self.radial = cp.asarray(radial)
         self.shape = (ny, nx)
         self.nwords = (nx + 31) // 32
