@@ -18,9 +18,8 @@ from gpu import CLIP, INTEGRATION, PEAKS, PICK, scene
 # one factor at a time from the engine's defaults
 SETTINGS = [
     {},
-    {"PIX_WARPS": 16}, {"PIX_WARPS": 4, "PIX_ROWS": 2},
-    {"TILE_H": 32}, {"CAND_MIN_BLOCKS": 6}, {"CAND_WARPS": 16, "CAND_MIN_BLOCKS": 4},
-    {"CLIP_MIN_BLOCKS": 4}, {"CLIP_MIN_BLOCKS": 6}, {"CLASS_STEP": 4096},
+    {"TILE_H": 32}, {"TILE_WARPS": 4}, {"TILE_WARPS": 16, "TILE_MIN_BLOCKS": 2}, {"TILE_MIN_BLOCKS": 6},
+    {"CLIP_MIN_BLOCKS": 4}, {"CLIP_MIN_BLOCKS": 6}, {"CLASS_STEP": 2048},
 ]
 
 
@@ -74,12 +73,12 @@ def main(argv=None) -> int:
     batch = np.concatenate([distinct] * 4)
     frames = [cp.asarray(np.roll(batch, k, axis=0)) for k in range(2)]
     reference = None
-    print(f"{'setting':36s} {'clip':>7s} {'pixels':>7s} {'peaks':>7s} {'emit':>7s} {'total':>7s} {'fps 1 stream':>12s}  same")
+    print(f"{'setting':36s} {'clip':>7s} {'tiles':>7s} {'scan':>7s} {'emit':>7s} {'total':>7s} {'fps 1 stream':>12s}  same")
     for setting in args.settings or SETTINGS:
         result, stages, fps = run(setting, binning, corrections, frames, args.batches)
         reference = reference or result
         name = ",".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
-        print(f"{name:36s} {stages.get('clip', 0):7.1f} {stages.get('pixels', 0):7.1f} {stages.get('peaks', 0):7.1f} "
+        print(f"{name:36s} {stages.get('clip', 0):7.1f} {stages.get('tiles', 0):7.1f} {stages.get('scan', 0):7.1f} "
               f"{stages.get('emit', 0):7.1f} {sum(stages.values()):7.1f} {fps:12.0f}  {same(result, reference)}",
               flush=True)
     return 0

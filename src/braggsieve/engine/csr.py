@@ -30,6 +30,7 @@ EPS32 = 1.0 + float(np.finfo(np.float32).eps)
 SLOT_BIN = (1 << 28) - 1
 SLOT_CLAMPED = 1 << 28
 SLOT_PICK_OUT = 1 << 29
+SLOT_MASKED = 1 << 30    # (GPU engine) the pixel is masked by the corrections, though inside the radial range
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one C
 1. host -> device copy of the raw frames (from the caller's page-locked array, or from an engine-owned
    pinned buffer into which several threads copy an ordinary numpy array);
 2. ``sigma_clip``: one block per (frame, bin); preprocessing (markers, mask, dark, gain, saturation) is fused
-   into the gather, every clipping cycle of a bin runs inside the block (float64 sums);
+   into the gather, every clipping cycle of a bin runs inside the block (float64 sums, decisions on float32
+   copies with float64 checks near the limit);
 3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
-4. ``pixel_pass``: one thread per pixel, picking -> bit mask + counts (``grow_picks`` adds the neighbours of
-   spot pixels with ``cutoff_spot``), and the excess over the background with its peak mark;
-   ``tile_peaks``: tiles of 32 x 64 pixels with a halo in shared memory, zinger flags, the cheap peak tests
-   list the candidates of the tile and its threads confirm them, one each -> bit mask of peaks + counts;
+4. ``tile_pass``: one block per tile of 32 x 64 pixels, one thread per pixel: picking -> bit mask + counts
+   (``grow_picks`` adds the neighbours of spot pixels with ``cutoff_spot``), and the excess over the background
+   with its peak mark for the tile and a halo of 3 in shared memory, zinger flags, the cheap peak tests list
+   the candidates of the tile and its threads confirm them, one each -> bit mask of peaks + counts;
 5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peak_index`` compact the results and
    ``measure_peaks`` (one warp per peak) measures the peaks;
 6. device -> host copies of the sums, backgrounds and frame pointers into pinned memory.
@@ -34,7 +35,7 @@ import numpy as np
 from ...errors import ParameterError
 from ..backend import BoundEngine, FrameResults
 from ..corrections import Corrections, detector_markers
-from ..csr import SLOT_PICK_OUT, RadialBinning, bin_slots
+from ..csr import SLOT_BIN, SLOT_CLAMPED, SLOT_MASKED, SLOT_PICK_OUT, RadialBinning, bin_slots
 from ..integrate import BinSums, profile_from_sums
 from ..params import ClipParams, IntegrationParams
 from ..peaks import PeakParams
@@ -46,11 +47,10 @@ CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
 CLIP_MIN_BLOCKS = 5      # blocks per multiprocessor that its register budget must allow
 CLASS_STEP = 4096        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
 MAX_HIST = 64            # most clipping cycles
-TILE_H = 64              # rows of a peak tile (32 columns: one bit-mask word per row)
-CAND_WARPS = 8           # warps per peak-tile block (each takes every CAND_WARPS-th row of the tile)
-CAND_MIN_BLOCKS = 8      # peak-tile blocks per multiprocessor that its register budget must allow
-PIX_WARPS = 8            # warps per pixel-pass block (one 32-pixel word each, in PIX_ROWS rows)
-PIX_ROWS = 1
+TILE_H = 64              # rows of a tile of tile_pass (32 columns: one bit-mask word per row)
+TILE_WARPS = 8           # warps per tile block (each takes every TILE_WARPS-th row of the tile)
+TILE_MIN_BLOCKS = 5      # tile blocks per multiprocessor that its register budget must allow
+TILE_BINS = 128          # most bins of a tile's background tables held in shared memory
 EMIT_BLOCK = 256
 MEASURE_WARPS = 4        # peaks measured per block (one warp each)
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
@@ -63,18 +63,17 @@ _NULL = np.uint64(0)
 @lru_cache(maxsize=None)
 def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
     """The compiled kernels for one raw dtype, pixel splitting, dark variance, peak half-patch, and whether the
-    frames need no dark, gain or dummy (``plain``: the pixel pass's shorter preprocessing)."""
+    frames need no dark, gain or dummy (``plain``: the shorter preprocessing of the tile pass and the clipping)."""
     flag = {True: "true", False: "false"}
     names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}, {flag[plain]}>",
-             "pixel": f"pixel_pass<{ctype}, {flag[plain]}>", "peaks": f"tile_peaks<{half}>", "picks": f"emit_picks<{ctype}>",
+             "tile": f"tile_pass<{ctype}, {flag[plain]}, {half}>", "picks": f"emit_picks<{ctype}>",
              "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
              "tables": "background_tables", "offsets": "frame_offsets", "grow": "grow_picks"}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
                                                         f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
                                                         f"-DCLIP_MIN_BLOCKS={CLIP_MIN_BLOCKS}",
-                                                        f"-DTILE_H={TILE_H}", f"-DCAND_WARPS={CAND_WARPS}",
-                                                        f"-DCAND_MIN_BLOCKS={CAND_MIN_BLOCKS}",
-                                                        f"-DPIX_WARPS={PIX_WARPS}", f"-DPIX_ROWS={PIX_ROWS}",
+                                                        f"-DTILE_H={TILE_H}", f"-DTILE_WARPS={TILE_WARPS}",
+                                                        f"-DTILE_MIN_BLOCKS={TILE_MIN_BLOCKS}", f"-DTILE_BINS={TILE_BINS}",
                                                         f"-DMEASURE_WARPS={MEASURE_WARPS}"),
                           name_expressions=list(names.values()))
     functions = {key: module.get_function(name) for key, name in names.items()}
@@ -112,11 +111,11 @@ class _Static:
 
     def __init__(self, binning: RadialBinning, corrections: Corrections, d_spacing: np.ndarray | None):
         ny, nx = binning.shape
+        if ny * nx >= 1 << 31:
+            raise ParameterError(f"the cuda engine indexes pixels with 32-bit integers: {ny} x {nx} is too large")
         mask = np.asarray(corrections.mask, bool)
         gain = corrections.gain
         gain_map = np.asarray(gain, np.float32) if isinstance(gain, np.ndarray) else None
-        self.mask = cp.asarray(mask.ravel().astype(np.uint8))
-        self.norm = _device_f32(corrections.norm)
         self.dark = _device_f32(corrections.dark)
         self.dvar = _device_f32(corrections.dark_variance)
         self.gmap = _device_f32(gain_map)
@@ -145,7 +144,13 @@ class _Static:
         radial = np.asarray(binning.radial, np.float64)
         r32 = np.asarray(binning.pixel_radius, np.float32).ravel()
         slot, wpos = bin_slots(r32, radial, binning.radial_range)  # as the CPU's peak finder and picking
-        self.slot, self.wpos = cp.asarray(slot), cp.asarray(wpos)
+        # kernels.PixelStatic of every pixel, 16 bytes: norm, slot (| SLOT_MASKED where the corrections mask a
+        # pixel inside the radial range), upper bin's weight
+        pix = np.zeros(ny * nx, dtype=[("norm", "<f4"), ("slot", "<i4"), ("w", "<f8")])
+        pix["norm"] = np.asarray(corrections.norm, np.float32).ravel()
+        pix["slot"] = np.where((slot >= 0) & mask.ravel(), slot | SLOT_MASKED, slot)
+        pix["w"] = wpos
+        self.pix = cp.asarray(pix.view(np.uint8))
         pick_range = (slot >= 0) & ((slot & SLOT_PICK_OUT) == 0)  # r_lo <= r < r_hi
         self.radial = cp.asarray(radial)
         self.shape = (ny, nx)
@@ -154,6 +159,37 @@ class _Static:
         padded = np.zeros((ny, self.nwords * 32), bool)
         padded[:, :nx] = pick_range.reshape(ny, nx)
         self.range_words = cp.asarray(np.packbits(padded, axis=1, bitorder="little").view("<u4").astype(np.uint32))
+        self._slot = slot
+        self._tile_bins: dict[int, cp.ndarray] = {}
+
+    def tile_bins(self, tile_h: int) -> cp.ndarray:
+        """int32 (ceil(ny / tile_h), nwords, 2): for each tile of 32 x tile_h pixels, the first bin and the number
+        of bins whose tables its pixels and the halo of 3 around it read (0 when none lies in the radial
+        range)."""
+        if tile_h not in self._tile_bins:
+            ny, nx = self.shape
+            halo, width, big = 3, 32, np.iinfo(np.int32).max
+            slot = self._slot
+            inside = slot >= 0
+            first = slot & SLOT_BIN
+            last = first + ((slot & SLOT_CLAMPED) == 0)
+            rows, cols = -(-ny // tile_h), self.nwords
+            lo = np.full((rows * tile_h + 2 * halo, cols * width + 2 * halo), big, np.int64)
+            hi = np.full(lo.shape, -1, np.int64)
+            lo[halo:halo + ny, halo:halo + nx] = np.where(inside, first, big).reshape(ny, nx)
+            hi[halo:halo + ny, halo:halo + nx] = np.where(inside, last, -1).reshape(ny, nx)
+
+            def per_tile(a, reduce):  # over each tile's window of (tile_h + 6) x 38 pixels
+                by_col = np.stack([reduce(a[:, c * width:(c + 1) * width + 2 * halo], axis=1) for c in range(cols)],
+                                  axis=1)
+                return np.stack([reduce(by_col[r * tile_h:(r + 1) * tile_h + 2 * halo], axis=0)
+                                 for r in range(rows)])
+
+            first_bin, last_bin = per_tile(lo, np.min), per_tile(hi, np.max)
+            count = np.where(last_bin >= 0, last_bin - first_bin + 1, 0)
+            self._tile_bins[tile_h] = cp.asarray(np.stack([np.where(count > 0, first_bin, 0), count], axis=-1)
+                                                 .astype(np.int32))
+        return self._tile_bins[tile_h]
 
     def par(self, dtype: np.dtype, corrections: Corrections) -> cp.ndarray:
         """The float64 scalar parameters of kernels.PAR_* for frames of ``dtype``."""
@@ -192,13 +228,11 @@ class _Slot:
             nbins = e.binning.nbins
             self.d_frames = cp.empty((nframes, ny, nx), dtype)
             self.sums = cp.empty((kernels.NSUMS, nframes, nbins))
-            # mean, std, sem, the peak finder's mean, the gap-filled mean and std (float32 values) of picking
-            self.prof = cp.empty((6, nframes, nbins))
+            # per (frame, bin): kernels.NTAB background tables (TAB_*)
+            self.prof = cp.empty((nframes, nbins, kernels.NTAB))
             self.filled = cp.empty((2, nframes, nbins), np.float32)
             # picked pixels, peaks, spot pixels (cutoff_spot)
             self.words = cp.zeros((3, nwords), np.uint32)
-            self.excess = cp.empty(nframes * ny * nx, np.float32)  # v of the pixel pass
-            self.marks = cp.empty(nframes * ny * nx, np.uint8)  # its peak marks (kernels MARK_*)
             self.counts = cp.zeros((2, nwords), np.int32)
             self.scan = cp.zeros((2, nwords), np.int64)
             self.fptr = cp.zeros((2, nframes + 1), np.int64)
@@ -302,24 +336,19 @@ class _Slot:
         self._mark("tables")
         pk, pp = e.peak_params, e.pick_params
         grow = self.sparse and pp.cutoff_spot > 0
-        fns["pixel"]((n, s.nwords, -(-ny // (PIX_WARPS * PIX_ROWS))), (32 * PIX_WARPS,),
-                     (d_frames, np.int32(ny), np.int32(nx), np.int32(s.nwords), s.mask, s.norm, s.slot, s.wpos,
-                      _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof, np.int32(n),
-                      np.int32(nbins), np.float64(pp.noise), np.float64(pp.cutoff_pick), np.float64(pp.cutoff_spot),
-                      np.float64(pk.noise), np.float64(pk.cutoff_peak), np.int32(self.sparse), np.int32(self.peaks),
-                      self.words[0], self.words[2] if grow else _NULL, self.counts[0], self.excess, self.marks))
+        fns["tile"]((n, s.nwords, -(-ny // TILE_H)), (32 * TILE_WARPS,),
+                    (d_frames, np.int32(ny), np.int32(nx), np.int32(s.nwords), s.pix, s.tile_bins(TILE_H),
+                     _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof, np.int32(nbins),
+                     np.float64(pp.noise), np.float64(pp.cutoff_pick), np.float64(pp.cutoff_spot),
+                     np.float64(pk.noise), np.float64(pk.cutoff_peak), np.float64(pk.spread_snr),
+                     np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"), np.int32(self.sparse),
+                     np.int32(self.peaks), self.words[0], self.words[2] if grow else _NULL, self.counts[0],
+                     self.words[1], self.counts[1]))
+        self._mark("tiles")
         if grow:
             fns["grow"](((nwords + EMIT_BLOCK - 1) // EMIT_BLOCK,), (EMIT_BLOCK,),
                         (np.int64(nwords), np.int32(ny), np.int32(s.nwords), self.words[2], s.range_words,
                          self.words[0], self.counts[0]))
-        self._mark("pixels")
-        if self.peaks:
-            fns["peaks"]((n, s.nwords, -(-ny // TILE_H)), (32 * CAND_WARPS,),
-                         (np.int32(ny), np.int32(nx), np.int32(s.nwords), self.excess, self.marks, s.norm, s.slot,
-                          s.wpos, self.prof, np.int32(n), np.int32(nbins), np.float64(pk.noise),
-                          np.float64(pk.cutoff_peak), np.float64(pk.spread_snr), np.float64(pk.min_spread),
-                          np.int32(pk.near_mask == "reject"), self.words[1], self.counts[1]))
-        self._mark("peaks")
         for k, wanted in enumerate((self.sparse, self.peaks)):
             if wanted:
                 cp.cumsum(self.counts[k, :nwords], dtype=np.int64, out=self.scan[k, :nwords])
@@ -350,10 +379,10 @@ class _Slot:
                               (np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[1],
                                self.scan[1], np.int64(self.peak_cap), self.peak_index, self.peak_at))
             fns["measure"](((self.peak_cap + MEASURE_WARPS - 1) // MEASURE_WARPS,), (32 * MEASURE_WARPS,),
-                           (d_frames, self.fptr[1, n:], np.int32(n), np.int32(ny), np.int32(nx), self.peak_at,
-                            s.mask, s.norm, s.slot, s.wpos, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
-                            _ptr(s.dspacing), par, self.prof, np.int32(e.binning.nbins),
-                            self.excess, self.marks, np.float64(pk.min_spread), np.int64(self.peak_cap),
+                           (d_frames, self.fptr[1, n:], np.int32(ny), np.int32(nx), self.peak_at,
+                            s.pix, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
+                            _ptr(s.dspacing), par, self.prof, np.int32(e.binning.nbins), np.float64(pk.noise),
+                            np.float64(pk.cutoff_peak), np.float64(pk.min_spread), np.int64(self.peak_cap),
                             self.peak_f, self.peak_npix))
 
     def collect(self) -> FrameResults:

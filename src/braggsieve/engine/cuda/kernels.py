@@ -2,22 +2,24 @@
 
 Every kernel mirrors, operation for operation, the numba code of the CPU engine, so that both give the same
 numbers: ``preprocess_value`` is engine/corrections.py's ``_preprocess_kernel``; ``sigma_clip`` is
-engine/integrate.py's ``_sigma_clip_kernel`` (float64 sums; only the order of the additions differs, being a
-tree over the block); ``background_tables`` is integrate.py's ``profile_from_sums`` and pick.py's
-``filled_background`` (numpy.interp); ``pixel_pass``/``grow_picks``/``emit_picks`` are pick.py's
-``_classify``/``_is_kept``/``_fill_rows``; ``pixel_pass``/``tile_peaks``/``measure_peaks``
-are peaks.py's ``_excess``/``_flag_zingers``/``_mark_peaks``/``_measure_peaks``/``_centroid``.  The module is
-compiled with ``--fmad=false`` so that ``a * b + c`` is rounded twice, as on the CPU.
+engine/integrate.py's ``_sigma_clip_kernel`` (the same decisions; float64 sums in another order, with V and P
+formed as sum c s and sum w c s, equal to the CPU's up to rounding: relative 1e-16); ``background_tables`` is
+integrate.py's ``profile_from_sums`` and pick.py's ``filled_background`` (numpy.interp);
+``tile_pass``/``grow_picks``/``emit_picks`` are pick.py's ``_classify``/``_is_kept``/``_fill_rows``;
+``tile_pass``/``measure_peaks`` are peaks.py's ``_excess``/``_flag_zingers``/``_mark_peaks``/``_measure_peaks``/
+``_centroid``.  The module is compiled with ``--fmad=false`` so that ``a * b + c`` is rounded twice, as on the
+CPU.
 
-Layouts: frames ``(nframes, ny, nx)`` in the raw dtype; per-pixel static arrays flat ``(ny * nx,)``; CSR
-static arrays in CSR order (statically masked entries and zero coefficients removed beforehand); per-bin
-tables ``(nframes, nbins)``; bit masks of picked pixels and peaks ``(nframes, ny, nwords)`` uint32 with
-``nwords = ceil(nx / 32)``, bit ``j`` of word ``w`` being column ``32 w + j``.
+Layouts: frames ``(nframes, ny, nx)`` in the raw dtype; per-pixel static data flat ``(ny * nx,)`` (``PixelStatic``
+records: norm, slot, weight); CSR static arrays in CSR order (statically masked entries and zero coefficients
+removed beforehand); per-bin sums ``(NSUMS, nframes, nbins)`` and background tables ``(nframes, nbins, NTAB)``;
+bit masks of picked pixels and peaks ``(nframes, ny, nwords)`` uint32 with ``nwords = ceil(nx / 32)``, bit ``j``
+of word ``w`` being column ``32 w + j``.
 
 Scalar correction parameters travel in a float64 array ``par`` (see ``PAR_*`` below and engine.py); each pixel's
-place between the bin centres in the static ``slot``/``wpos`` arrays of engine/csr.py's ``bin_slots``.
+place between the bin centres is its slot and weight from engine/csr.py's ``bin_slots``.
 """
-from ..csr import SLOT_BIN, SLOT_CLAMPED, SLOT_PICK_OUT
+from ..csr import SLOT_BIN, SLOT_CLAMPED, SLOT_MASKED, SLOT_PICK_OUT
 
 # Indices into the float64 parameter array ``par`` shared by the kernels.
 (PAR_GAIN, PAR_DUMMY, PAR_DELTA_DUMMY, PAR_CHECK_DUMMY, PAR_SATURATION, PAR_NMARKERS, PAR_MARKER0,
@@ -27,6 +29,12 @@ NPAR = 8
 # Rows of the per-(frame, bin) sums, as engine/integrate.py: count, V, W, Omega, OmegaOmega, P, VV.
 NSUMS = 7
 
+# Per-(frame, bin) background tables of background_tables, NTAB float64 values a bin (prof (nframes, nbins,
+# NTAB)): the peak finder's mean (NaN where std is not finite) and std, picking's gap-filled mean and std (its
+# float32 values), then mean and sem; the first four are read together, two 16-byte loads a bin.
+TAB_PMEAN, TAB_STD, TAB_FMEAN, TAB_FSTD, TAB_MEAN, TAB_SEM = range(6)
+NTAB = 8
+
 # Peak measurement rows of the float64 output, as engine/peaks.py: row, col, intensity, sigma, max, bg, res.
 NPEAKF = 7
 
@@ -34,8 +42,17 @@ SOURCE = f"""
 #define SLOT_BIN {SLOT_BIN}
 #define SLOT_CLAMPED {SLOT_CLAMPED}
 #define SLOT_PICK_OUT {SLOT_PICK_OUT}
+#define SLOT_MASKED {SLOT_MASKED}
+#define NTAB {NTAB}
+#define TAB_PMEAN {TAB_PMEAN}
+#define TAB_STD {TAB_STD}
+#define TAB_FMEAN {TAB_FMEAN}
+#define TAB_FSTD {TAB_FSTD}
+#define TAB_MEAN {TAB_MEAN}
+#define TAB_SEM {TAB_SEM}
 """ + r"""
 #define NAN_F __int_as_float(0x7fc00000)
+#define INF_F __int_as_float(0x7f800000)
 #define NAN_D __longlong_as_double(0x7ff8000000000000LL)
 #define TILE_W 32
 
@@ -43,14 +60,42 @@ struct Par {
     double gain, dummy, delta_dummy, saturation, m0, m1;
     bool check_dummy;
     int nmarkers;
+    // for integer frames: raw is below the saturation when raw < below, a marker when raw == k0 or k1
+    long long below, k0, k1;
 };
+
+#define LL_MIN (-9223372036854775807LL - 1)
+#define LL_MAX 9223372036854775807LL
+
+// The integer equal to marker m when there is one (a raw integer value r then satisfies (double)r == m exactly
+// when r == the integer), else LL_MIN, which no 32-bit value equals.
+__device__ __forceinline__ long long integer_marker(bool used, double m) {
+    return used && m == floor(m) && fabs(m) < 4e18 ? (long long)m : LL_MIN;
+}
 
 __device__ __forceinline__ Par load_par(const double* __restrict__ par) {
     Par P;
     P.gain = par[0]; P.dummy = par[1]; P.delta_dummy = par[2]; P.check_dummy = par[3] != 0.0;
     P.saturation = par[4]; P.nmarkers = (int)par[5]; P.m0 = par[6]; P.m1 = par[7];
+    // (double)r < saturation  <=>  r < ceil(saturation) for an integer r (none below NaN, all below +inf)
+    const double sat = P.saturation;
+    P.below = !(sat > -4e18) ? LL_MIN : (sat > 4e18 ? LL_MAX : (long long)ceil(sat));
+    P.k0 = integer_marker(P.nmarkers > 0, P.m0);
+    P.k1 = integer_marker(P.nmarkers > 1, P.m1);
     return P;
 }
+
+template <typename T> struct IsInteger { static constexpr bool value = true; };
+template <> struct IsInteger<float> { static constexpr bool value = false; };
+
+// Static data of one pixel, 16 bytes (engine.py _Static.pix): its norm (float32, > 0 where unmasked), its slot
+// (engine/csr.py bin_slots, -1 outside the peak finder's radial range, with SLOT_MASKED where the corrections
+// mask the pixel) and the upper bin's weight of its place.
+struct __align__(16) PixelStatic {
+    float norm;
+    int slot;
+    double w;
+};
 
 // A pixel's place between bin centres: tables are read as t[i0] (1 - w) + t[i1] w, the formula of peaks.py's
 // _excess and pick.py's _classify; at the ends i1 == i0 and w == 0, which gives peaks.py _interp's direct read
@@ -69,17 +114,22 @@ __device__ __forceinline__ Pos decode_place(int s, double w) {
     return X;
 }
 
-// Reads the place of flat pixel p; false outside the peak finder's radial range [r_lo, r_hi] (or masked).
-__device__ __forceinline__ bool bin_place(const int* __restrict__ slot, const double* __restrict__ wpos, long long p,
-                                          Pos& X) {
-    const int s = slot[p];
-    if (s < 0) return false;
-    X = decode_place(s, wpos[p]);
-    return true;
+// Table k of a frame's background (tab: the frame's (nbins, NTAB) rows) at place X.
+__device__ __forceinline__ double interp(const double* __restrict__ tab, const Pos& X, int k) {
+    return tab[X.i0 * NTAB + k] * (1.0 - X.w) + tab[X.i1 * NTAB + k] * X.w;
 }
 
-__device__ __forceinline__ double interp(const double* __restrict__ t, const Pos& X) {
-    return t[X.i0] * (1.0 - X.w) + t[X.i1] * X.w;
+// The first four tables (TAB_PMEAN, TAB_STD; TAB_FMEAN, TAB_FSTD) of bin i in two 16-byte loads, from rows of
+// `stride` doubles starting at bin lo (a tile's copy in shared memory, or the frame's tables).
+struct BinTables {
+    const double* rows;
+    int lo, stride;
+};
+
+__device__ __forceinline__ void load_bin(const BinTables& t, int i, double2& peak, double2& pick) {
+    const double2* row = reinterpret_cast<const double2*>(t.rows + (i - t.lo) * t.stride);
+    peak = row[0];
+    pick = row[1];
 }
 
 // signal (photons) and Poisson variance (photons^2) of one raw value, NaN when invalid in this frame.
@@ -108,70 +158,81 @@ __device__ __forceinline__ void preprocess_value(const Par& P, T raw, bool maske
 
 // preprocess_value for frames without dark, dark variance, gain map or dummy, at gain 1: the same numbers with
 // less arithmetic, since then s = (float)(double)raw = (float)raw and var = (float)max(1, raw) = max(1, s).
+// For integer frames the tests are made on the integer (see Par): the same decisions.
 template <typename T>
 __device__ __forceinline__ void preprocess_plain(const Par& P, T raw, bool masked, float& s, float& var) {
-    const double value = (double)raw;
-    bool valid = !masked && isfinite(value) && value < P.saturation;
-    if (P.nmarkers > 0 && value == P.m0) valid = false;
-    if (P.nmarkers > 1 && value == P.m1) valid = false;
+    bool valid;
+    if constexpr (IsInteger<T>::value) {
+        const long long r = (long long)raw;
+        valid = !masked && r < P.below && r != P.k0 && r != P.k1;
+    } else {
+        const double value = (double)raw;
+        valid = !masked && isfinite(value) && value < P.saturation;
+        if (P.nmarkers > 0 && value == P.m0) valid = false;
+        if (P.nmarkers > 1 && value == P.m1) valid = false;
+    }
     s = valid ? (float)raw : NAN_F;
     var = valid ? fmaxf(1.0f, s) : NAN_F;
 }
 
-// Signal and variance of flat pixel p of a frame, with the static arrays in flat order.
-template <typename T>
-__device__ __forceinline__ void pixel_signal(const Par& P, const T* __restrict__ frame, long long p,
-                                             const unsigned char* __restrict__ mask, const float* __restrict__ dark,
+// Signal and variance of flat pixel p of a frame (raw value raw), with the static arrays in flat order.
+template <typename T, bool PLAIN>
+__device__ __forceinline__ void pixel_signal(const Par& P, T raw, int p, bool masked, const float* __restrict__ dark,
                                              const float* __restrict__ dvar, const float* __restrict__ gmap,
                                              float& s, float& var) {
-    preprocess_value<T>(P, frame[p], mask[p] != 0, dark != nullptr, dark ? dark[p] : 0.0f,
-                        dvar != nullptr, dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, var);
+    if (PLAIN)
+        preprocess_plain<T>(P, raw, masked, s, var);
+    else
+        preprocess_value<T>(P, raw, masked, dark != nullptr, dark ? dark[p] : 0.0f, dvar != nullptr,
+                            dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, var);
 }
 
-// Sum x[0..N) over the block; every thread gets the totals.  red: N * 33 doubles of shared memory.  Each warp
-// sums its lanes, warp 0 sums the warps' sums and the totals go back through shared memory (the additions of
-// every total are the same whichever thread reads it).
+// s / norm (float32, as the CPU), NaN for a NaN s without the division's slow path, which a NaN operand takes.
+__device__ __forceinline__ float quotient(float s, float norm) { return isnan(s) ? s : s / norm; }
+
+// Whether a pixel with this slot is masked (or outside the radial range, where nothing reads its signal).
+__device__ __forceinline__ bool slot_masked(int sl) { return sl < 0 || (sl & SLOT_MASKED); }
+
+// Sums x[0..N) over the block into warp 0: every lane of warp 0 gets the totals (the other warps' x are left
+// holding their own warp's sums).  part: N * 32 doubles of shared memory, which the caller must not write again
+// before a barrier has followed warp 0's reading of it.
 template <int N>
-__device__ __forceinline__ void block_sum(double (&x)[N], double* red) {
+__device__ __forceinline__ void block_totals(double (&x)[N], double* part) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
 #pragma unroll
     for (int i = 0; i < N; ++i)
         for (int o = 16; o > 0; o >>= 1) x[i] += __shfl_xor_sync(0xffffffffu, x[i], o);
-    __syncthreads();  // the totals of an earlier call have been read
     if (lane == 0) {
 #pragma unroll
-        for (int i = 0; i < N; ++i) red[i * 32 + warp] = x[i];
+        for (int i = 0; i < N; ++i) part[i * 32 + warp] = x[i];
     }
     __syncthreads();
     if (warp == 0) {
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            double y = lane < nwarps ? red[i * 32 + lane] : 0.0;
+            double y = lane < nwarps ? part[i * 32 + lane] : 0.0;
             for (int o = 16; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-            if (lane == 0) red[32 * N + i] = y;
+            x[i] = y;
         }
     }
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < N; ++i) x[i] = red[32 * N + i];
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Sigma-clipping: one block per (frame, bin of bin_list), frames fastest so that the blocks of one bin share
-// the static CSR arrays in L2.  The gather preprocesses each pixel and adds it to the sums of the first pass;
-// the first `cap` pixels of the bin keep a float32 copy of their value = signal / norm (NaN when invalid or
-// clipped) in shared memory, 4 bytes a pixel, the launch being sized for its class of bins; pixels beyond `cap`
-// (bins larger than shared memory) are gathered again at each pass and tested against the history of (mean,
-// limit).  A clipping cycle is then one pass that tests the pixels still in against the new limit -- on the
-// float32 copy, or on the float64 value gathered again when the copy lies within its rounding error of the
-// limit, so that every decision is the float64 one -- and sums what the pixels that fail contribute (gathered
-// again: frame and CSR arrays are in L2); these sums are subtracted from the bin's sums (the CPU sums the
-// survivors again: the same up to float64 rounding, relative 1e-16 of the removed part).  With the scatter
-// (azimuthal and hybrid models, plain integration) a second pass sums VV of the survivors around the new mean,
-// from their values gathered again.
+// the static CSR arrays in L2.  The gather preprocesses each pixel and adds it to the bin's float64 sums; the
+// first `cap` pixels of the bin keep a float32 copy of their value = signal / norm (NaN when invalid or clipped)
+// in shared memory, 4 bytes a pixel, the launch being sized for its class of bins; pixels beyond `cap` (bins
+// larger than shared memory) are gathered again at each pass and tested against the history of (mean, limit).
+// Thread 0 holds the bin's sums and decides each cycle's mean and limit, with float32 bounds around them: a
+// copy inside the inner bounds is in, one outside the outer bounds is out, and only a copy between them (within
+// about 4e-6 of the limit) has its float64 value gathered again and tested as the CPU tests it, so every decision
+// is the CPU's.  The pixels that fail are gathered again and their sums subtracted from the bin's (the CPU sums
+// the survivors again: the same up to float64 rounding, relative 1e-16 of the removed part); the sum P, which no
+// decision reads, is kept per thread and added up once at the end.  With the scatter (azimuthal and hybrid
+// models, plain integration) a second pass sums VV of the survivors around the new mean.
 // ---------------------------------------------------------------------------------------------------------
 template <typename T, bool DVAR, bool PLAIN>
-__device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ frame, long long j,
+__device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ frame, int j,
                                             const int* __restrict__ indices, const float* __restrict__ cdark,
                                             const float* __restrict__ cdvar, const float* __restrict__ cgain,
                                             float& s, float& var) {
@@ -184,20 +245,27 @@ __device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ 
     if (isnan(var)) s = NAN_F;
 }
 
-// Adds one pixel (value = s / norm, float64) to the sums x: count, V, W, Omega, OmegaOmega, P (NSUMS order
-// without VV), and x[6] += 1 (pixels).
+// Sums of a bin, as engine/integrate.py's NSUMS rows: count, V, W, Omega, OmegaOmega, and (with pixel
+// splitting, where count is the sum of the coefficients) the number of pixels; P goes to p.  V = sum c s and
+// P = sum w c s equal the CPU's sum value w and sum w^2 value (value = s / norm, w = c norm) up to rounding.
 template <bool COEF>
-__device__ __forceinline__ void add_pixel(double (&x)[7], double value, float nr, float c, float var) {
-    const double nrm = (double)nr;
+struct ClipSums {
+    static constexpr int N = COEF ? 6 : 5;
+};
+
+// Adds one pixel to x and returns its part of P.
+template <bool COEF>
+__device__ __forceinline__ double add_pixel(double (&x)[ClipSums<COEF>::N], float s, float var, float nr, float c) {
     const double cc = COEF ? (double)c : 1.0;
-    const double w = cc * nrm;
+    const double w = cc * (double)nr;
+    const double cs = cc * (double)s;
     x[0] += cc;
+    x[1] += cs;
+    x[2] += cc * cc * (double)var;
     x[3] += w;
     x[4] += w * w;
-    x[1] += value * w;  // c * signal, as the CPU forms it
-    x[2] += cc * cc * (double)var;
-    x[5] += w * w * value;
-    x[6] += 1.0;
+    if (COEF) x[ClipSums<COEF>::N - 1] += 1.0;
+    return w * cs;
 }
 
 template <typename T, bool COEF, bool DVAR, bool PLAIN>
@@ -207,25 +275,37 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
            const float* __restrict__ cnorm, const float* __restrict__ cdark, const float* __restrict__ cdvar,
            const float* __restrict__ cgain, const double* __restrict__ par,
            int cycles, double cutoff, int with_scatter, int cap, double* __restrict__ out) {
-    __shared__ double red[7 * 33];
+    constexpr int N = ClipSums<COEF>::N;
+    __shared__ double part[N * 32];
     __shared__ double hist[2 * MAX_HIST];
-    __shared__ double cycle_limits[2];  // mean and limit of the cycle, decided by thread 0
+    __shared__ double cycle_limits[2];  // mean and limit of the cycle (or the mean of a scatter pass)
+    __shared__ float cycle_bounds[4];   // copies in [0], [1] are in; below [2] or above [3] out
     __shared__ int cycle_go;
+    // thread 0's state: the sums of the pixels still in, their VV, their number, whether the last cycle clipped
+    // nothing (in shared memory, not in the registers of every thread)
+    __shared__ double acc[N], vv, alive;
+    __shared__ bool converged;
     extern __shared__ float sval[];  // float32 copies of the values of the first cap pixels (NaN: out)
     const int f = blockIdx.x % nframes;
     const int b = bin_list[blockIdx.x / nframes];
-    const long long start = indptr[b], stop = indptr[b + 1];
-    const long long held = min(stop - start, (long long)cap);
+    const long long start = indptr[b];
+    const int size = (int)(indptr[b + 1] - start), held = min(size, cap);  // entry j of the bin: start + j
     const T* frame = frames + (long long)f * npix;
+    indices += start;
+    cnorm += start;
+    if (COEF) coef += start;
+    if (cdark) cdark += start;
+    if (DVAR) cdvar += start;
+    if (cgain) cgain += start;
     const Par P = load_par(par);
-    int nh = 0;
-    // value (float64), norm, coefficient and variance of pixel j of the bin, from the frame and the CSR arrays
-    auto gather = [&](long long j, double& value, float& nr, float& c, float& var) {
-        float s;
+    const bool lead = threadIdx.x == 0;
+    const bool scatter = with_scatter != 0;  // azimuthal and hybrid clip with the scatter VV
+    int nh = 0;  // cycles run: their (mean, limit) are in hist
+    // signal (NaN when invalid), variance, norm and coefficient of entry j of the bin
+    auto gather = [&](int j, float& s, float& var, float& nr, float& c) {
         load_signal<T, DVAR, PLAIN>(P, frame, j, indices, cdark, cdvar, cgain, s, var);
         nr = cnorm[j];
         c = COEF ? coef[j] : 1.0f;
-        value = isnan(s) ? NAN_D : (double)s / (double)nr;
         if (!DVAR) var = 1.0f > s ? 1.0f : s;
     };
     auto in_history = [&](double value) -> bool {  // passes every earlier cycle's test
@@ -233,110 +313,139 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
             if (fabs(value - hist[2 * h]) > hist[2 * h + 1]) return false;
         return true;
     };
-    double acc[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};  // the first pass: every valid pixel
-    for (long long t = threadIdx.x; t < stop - start; t += CLIP_BLOCK) {
-        double value;
-        float nr, c, var;
-        gather(start + t, value, nr, c, var);
-        if (t < held) sval[t] = (float)value;
-        if (!isnan(value)) add_pixel<COEF>(acc, value, nr, c, var);
+    double x[N], p = 0.0;  // the first pass: every valid pixel (p: this thread's part of P)
+#pragma unroll
+    for (int i = 0; i < N; ++i) x[i] = 0.0;
+    for (int t = threadIdx.x; t < size; t += CLIP_BLOCK) {
+        float s, var, nr, c;
+        gather(t, s, var, nr, c);
+        if (t < held)  // __fdividef is within 2 ulp for norms of the normal range; others decide in float64
+            sval[t] = isnan(s) ? NAN_F : ((nr >= 1.2e-38f && nr <= 8.0e37f) ? __fdividef(s, nr) : INF_F);
+        if (!isnan(s)) p += add_pixel<COEF>(x, s, var, nr, c);
     }
-    block_sum<7>(acc, red);
-    double alive = acc[6];  // pixels still in
-    const bool scatter = with_scatter != 0;  // azimuthal and hybrid clip with the scatter VV
-    // VV of the pixels still in around their mean (acc must hold their sums)
+    block_totals<N>(x, part);
+    if (lead) {
+#pragma unroll
+        for (int i = 0; i < N; ++i) acc[i] = x[i];
+        alive = COEF ? acc[N - 1] : acc[0];
+        vv = NAN_D;
+        converged = false;
+    }
+    // VV of the pixels still in around their mean, into thread 0 (needs a barrier since thread 0 last wrote
+    // cycle_limits, and leaves warp 0 reading part)
     auto spread = [&]() -> double {
+        if (lead) cycle_limits[0] = acc[3] > 0.0 ? acc[1] / acc[3] : NAN_D;
+        __syncthreads();
+        const double m = cycle_limits[0];
         double y[1] = {0.0};
-        if (acc[3] > 0.0) {
-            const double m = acc[1] / acc[3];
-            auto add = [&](double value, float nr, float c) {
+        if (!isnan(m)) {
+            auto add = [&](float s, float nr, float c) {
                 const double w = (COEF ? (double)c : 1.0) * (double)nr;
-                const double d = value - m;
+                const double d = (double)s / (double)nr - m;
                 y[0] += w * w * d * d;
             };
-            for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
-                if (isnan(sval[t])) continue;
-                double value;
-                float nr, c, var;
-                gather(start + t, value, nr, c, var);
-                add(value, nr, c);
-            }
-            for (long long j = start + held + threadIdx.x; j < stop; j += CLIP_BLOCK) {
-                double value;
-                float nr, c, var;
-                gather(j, value, nr, c, var);
-                if (!isnan(value) && in_history(value)) add(value, nr, c);
+            for (int t = threadIdx.x; t < size; t += CLIP_BLOCK) {
+                if (t < held && isnan(sval[t])) continue;
+                float s, var, nr, c;
+                gather(t, s, var, nr, c);
+                if (t < held || (!isnan(s) && in_history((double)s / (double)nr))) add(s, nr, c);
             }
         }
-        block_sum<1>(y, red);
+        block_totals<1>(y, part);
         return y[0];
     };
-    acc[6] = scatter ? spread() : NAN_D;
+    if (scatter) {
+        const double total = spread();
+        if (lead) vv = total;
+    }
     for (int cyc = 0;; ++cyc) {
-        if (threadIdx.x == 0) {  // the cycle's mean and limit, the same for every thread: computed once
-            int go = cyc < cycles && acc[3] != 0.0 && acc[0] != 0.0 && nh < MAX_HIST;
+        if (lead) {  // the cycle's mean and limit, the same for every thread: computed once
+            int go = !converged && cyc < cycles && acc[3] != 0.0 && acc[0] != 0.0 && nh < MAX_HIST;
             if (go) {
-                const double std = sqrt((scatter ? acc[6] : acc[2]) / acc[4]);
+                const double std = sqrt((scatter ? vv : acc[2]) / acc[4]);
                 const double npx = acc[0] > 3.0 ? acc[0] : 3.0;
                 const double chauvenet = sqrt(2.0 * log(npx / sqrt(2.0 * 3.141592653589793)));
-                cycle_limits[0] = acc[1] / acc[3];
-                cycle_limits[1] = (cutoff > chauvenet ? cutoff : chauvenet) * std;
-                go = cycle_limits[1] >= 0.0;  // NaN std: the CPU's test discards nothing either
+                const double mean = acc[1] / acc[3];
+                const double limit = (cutoff > chauvenet ? cutoff : chauvenet) * std;
+                go = limit >= 0.0;  // NaN std: the CPU's test discards nothing either
+                if (go) {
+                    // a copy is within 2^-22 (+ 3e-45) of its value: inner and outer bounds margin * 4e-6 away
+                    const double margin = 4e-6 * (fabs(mean) + limit) + 1e-30;
+                    cycle_limits[0] = mean;
+                    cycle_limits[1] = limit;
+                    cycle_bounds[0] = __double2float_ru(mean - limit + margin);
+                    cycle_bounds[1] = __double2float_rd(mean + limit - margin);
+                    cycle_bounds[2] = __double2float_rd(mean - limit - margin);
+                    cycle_bounds[3] = __double2float_ru(mean + limit + margin);
+                    hist[2 * nh] = mean;
+                    hist[2 * nh + 1] = limit;
+                }
             }
             cycle_go = go;
         }
         __syncthreads();
         if (!cycle_go) break;
         const double mean = cycle_limits[0], limit = cycle_limits[1];
-        double y[7] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};  // what the pixels failing the new test contribute
-        for (long long t = threadIdx.x; t < held; t += CLIP_BLOCK) {
+        const float in_lo = cycle_bounds[0], in_hi = cycle_bounds[1];
+        const float out_lo = cycle_bounds[2], out_hi = cycle_bounds[3];
+        double y[N];  // what the pixels failing the new test contribute
+#pragma unroll
+        for (int i = 0; i < N; ++i) y[i] = 0.0;
+        for (int t = threadIdx.x; t < held; t += CLIP_BLOCK) {
             const float copy = sval[t];
+            if (copy >= in_lo && copy <= in_hi) continue;
             if (isnan(copy)) continue;
-            // The float32 copy differs from the value by less than 2^-23 of itself: it decides unless it lies
-            // that close to the limit, where the value itself is gathered again.
-            const double d = fabs((double)copy - mean);
-            bool out = d > limit;
-            bool gathered = false;
-            double value;
-            float nr, c, var;
-            if (fabs(d - limit) <= fabs((double)copy) * 4.8e-7 + 1.5e-45) {
-                gather(start + t, value, nr, c, var);
-                gathered = true;
-                out = fabs(value - mean) > limit;
-            }
+            float s, var, nr, c;
+            gather(t, s, var, nr, c);
+            const bool out = (fabsf(copy) < INF_F && (copy < out_lo || copy > out_hi))
+                             || fabs((double)s / (double)nr - mean) > limit;
             if (out) {
-                if (!gathered) gather(start + t, value, nr, c, var);
-                add_pixel<COEF>(y, value, nr, c, var);
+                p -= add_pixel<COEF>(y, s, var, nr, c);
                 sval[t] = NAN_F;
             }
         }
-        for (long long j = start + held + threadIdx.x; j < stop; j += CLIP_BLOCK) {
-            double value;
-            float nr, c, var;
-            gather(j, value, nr, c, var);
-            if (!isnan(value) && in_history(value) && fabs(value - mean) > limit) add_pixel<COEF>(y, value, nr, c, var);
+        for (int j = held + threadIdx.x; j < size; j += CLIP_BLOCK) {
+            float s, var, nr, c;
+            gather(j, s, var, nr, c);
+            if (isnan(s)) continue;
+            const double value = (double)s / (double)nr;
+            if (in_history(value) && fabs(value - mean) > limit) p -= add_pixel<COEF>(y, s, var, nr, c);
         }
-        if (!__syncthreads_or(y[6] != 0.0)) break;  // nothing clipped: the sums stay
-        block_sum<7>(y, red);
-        alive -= y[6];
-#pragma unroll
-        for (int i = 0; i < 6; ++i) acc[i] = alive > 0.0 ? acc[i] - y[i] : 0.0;
-        if (threadIdx.x == 0) { hist[2 * nh] = mean; hist[2 * nh + 1] = limit; }
-        __syncthreads();
+        block_totals<N>(y, part);
         ++nh;
-        acc[6] = scatter ? spread() : NAN_D;
+        if (lead) {
+            const double removed = COEF ? y[N - 1] : y[0];
+            converged = removed == 0.0;
+            if (!converged) {
+                alive -= removed;
+#pragma unroll
+                for (int i = 0; i < N; ++i) acc[i] = alive > 0.0 ? acc[i] - y[i] : 0.0;
+            }
+        }
+        if (scatter) {
+            if (lead) cycle_go = !converged;
+            __syncthreads();  // also: warp 0 has read part
+            if (!cycle_go) break;
+            const double total = spread();
+            if (lead) vv = total;
+        }
     }
-    if (threadIdx.x == 0) {
-        const long long plane = (long long)nframes * nbins;
-        for (int i = 0; i < 7; ++i) out[i * plane + (long long)f * nbins + b] = acc[i];
+    double pt[1] = {p};
+    block_totals<1>(pt, part);
+    if (lead) {
+        const long long plane = (long long)nframes * nbins, at = (long long)f * nbins + b;
+        const bool any = alive > 0.0;
+        for (int i = 0; i < 5; ++i) out[i * plane + at] = acc[i];
+        out[5 * plane + at] = any ? pt[0] : 0.0;
+        out[6 * plane + at] = scatter ? vv : NAN_D;
     }
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Background tables from the sums, one block per frame: mean, std, sem (float64, NaN for empty bins, as
-// integrate.profile_from_sums), the peak finder's mean (NaN where std is not finite) and the gap-filled mean/std
-// of pick.filled_background (numpy.interp over the valid bins, clamped at the ends, 0 for a frame without any) as
-// float32, and again widened to float64 in prof for the pixel pass.
+// Background tables from the sums, one block per frame, into prof (nframes, nbins, NTAB): mean, std, sem (float64,
+// NaN for empty bins, as integrate.profile_from_sums), the peak finder's mean (NaN where std is not finite), and
+// the gap-filled mean/std of pick.filled_background (numpy.interp over the valid bins, clamped at the ends, 0 for
+// a frame without any) as float32 into filled (2, nframes, nbins), widened again to float64 in prof.
 // ---------------------------------------------------------------------------------------------------------
 __global__ void background_tables(const double* __restrict__ sums, int nframes, int nbins, int spread_row,
                                   const double* __restrict__ radial, double* __restrict__ prof,
@@ -344,89 +453,51 @@ __global__ void background_tables(const double* __restrict__ sums, int nframes, 
     const int f = blockIdx.x;
     const long long plane = (long long)nframes * nbins;
     const long long base = (long long)f * nbins;
-    double* mean = prof + base;
-    double* std = prof + plane + base;
-    double* sem = prof + 2 * plane + base;
-    double* pmean = prof + 3 * plane + base;
+    double* tab = prof + base * NTAB;
     for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
         const double count = sums[0 * plane + base + b], signal = sums[1 * plane + base + b];
         const double norm = sums[3 * plane + base + b], norm2 = sums[4 * plane + base + b];
         const double spread = sums[spread_row * plane + base + b];
+        double* row = tab + b * NTAB;
         if (count > 0.0 && norm2 > 0.0) {
-            mean[b] = signal / norm;
-            std[b] = sqrt(spread / norm2);
-            sem[b] = sqrt(spread) / norm;
+            row[TAB_MEAN] = signal / norm;
+            row[TAB_STD] = sqrt(spread / norm2);
+            row[TAB_SEM] = sqrt(spread) / norm;
         } else {
-            mean[b] = NAN_D; std[b] = NAN_D; sem[b] = NAN_D;
+            row[TAB_MEAN] = NAN_D; row[TAB_STD] = NAN_D; row[TAB_SEM] = NAN_D;
         }
-        pmean[b] = isfinite(std[b]) ? mean[b] : NAN_D;
+        row[TAB_PMEAN] = isfinite(row[TAB_STD]) ? row[TAB_MEAN] : NAN_D;
     }
     __syncthreads();
-    float* out_mean = filled + base;
-    float* out_std = filled + plane + base;
-    double* dmean = prof + 4 * plane + base;  // the same as float64, read by the pixel pass
-    double* dstd = prof + 5 * plane + base;
+    auto valid = [&](int i) { return isfinite(tab[i * NTAB + TAB_MEAN]) && isfinite(tab[i * NTAB + TAB_STD]); };
     for (int b = threadIdx.x; b < nbins; b += blockDim.x) {
         for (int t = 0; t < 2; ++t) {
-            const double* fp = t ? std : mean;
-            float* dst = t ? out_std : out_mean;
-            auto valid = [&](int i) { return isfinite(mean[i]) && isfinite(std[i]); };
-            if (valid(b)) {
-                dst[b] = (float)fp[b];
-                (t ? dstd : dmean)[b] = (double)(float)fp[b];
-                continue;
-            }
-            int lo = b - 1, hi = b + 1;
-            while (lo >= 0 && !valid(lo)) --lo;
-            while (hi < nbins && !valid(hi)) ++hi;
+            const int k = t ? TAB_STD : TAB_MEAN;
+            auto fp = [&](int i) { return tab[i * NTAB + k]; };
+            float* dst = filled + t * plane + base;
             double r;
-            if (lo < 0 && hi >= nbins) r = 0.0;
-            else if (lo < 0) r = fp[hi];
-            else if (hi >= nbins) r = fp[lo];
-            else {
-                const double slope = (fp[hi] - fp[lo]) / (radial[hi] - radial[lo]);
-                r = slope * (radial[b] - radial[lo]) + fp[lo];
-                if (isnan(r)) {
-                    r = slope * (radial[b] - radial[hi]) + fp[hi];
-                    if (isnan(r) && fp[lo] == fp[hi]) r = fp[lo];
+            if (valid(b)) {
+                r = fp(b);
+            } else {
+                int lo = b - 1, hi = b + 1;
+                while (lo >= 0 && !valid(lo)) --lo;
+                while (hi < nbins && !valid(hi)) ++hi;
+                if (lo < 0 && hi >= nbins) r = 0.0;
+                else if (lo < 0) r = fp(hi);
+                else if (hi >= nbins) r = fp(lo);
+                else {
+                    const double slope = (fp(hi) - fp(lo)) / (radial[hi] - radial[lo]);
+                    r = slope * (radial[b] - radial[lo]) + fp(lo);
+                    if (isnan(r)) {
+                        r = slope * (radial[b] - radial[hi]) + fp(hi);
+                        if (isnan(r) && fp(lo) == fp(hi)) r = fp(lo);
+                    }
                 }
             }
             dst[b] = (float)r;
-            (t ? dstd : dmean)[b] = (double)(float)r;
+            tab[b * NTAB + (t ? TAB_FSTD : TAB_FMEAN)] = (double)(float)r;
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Per-pixel excess over the background (peaks.py _excess) and picking test (pick.py _is_kept).
-// ---------------------------------------------------------------------------------------------------------
-struct Bg {
-    const double* mean; const double* std; const double* sem;   // (nframes, nbins) this frame's row
-    const double* pmean;                                        // mean, NaN where std is not (find_peaks)
-    const double* fmean; const double* fstd;                    // gap-filled float32 values, for picking
-};
-
-// prof: the (PROF_PLANES, nframes, nbins) float64 tables of background_tables.
-__device__ __forceinline__ Bg load_bg(const double* prof, int nframes, int nbins, int f) {
-    Bg B;
-    const long long plane = (long long)nframes * nbins, base = (long long)f * nbins;
-    B.mean = prof + base; B.std = prof + plane + base; B.sem = prof + 2 * plane + base;
-    B.pmean = prof + 3 * plane + base;
-    B.fmean = prof + 4 * plane + base; B.fstd = prof + 5 * plane + base;
-    return B;
-}
-
-// peaks.py _pixel_var: sigma_p^2 = std(r)^2 + noise^2 (float64), noise2 = noise * noise.
-__device__ __forceinline__ double pixel_var(const Bg& B, const Pos& X, double noise2) {
-    const double sd = interp(B.std, X);
-    return sd * sd + noise2;
-}
-
-// sigma_p^2 of flat pixel p (every usable pixel lies in the radial range; 0 for the others, never used).
-__device__ __forceinline__ double pixel_var_at(const Bg& B, const int* __restrict__ slot,
-                                               const double* __restrict__ wpos, long long p, double noise2) {
-    Pos X;
-    return bin_place(slot, wpos, p, X) ? pixel_var(B, X, noise2) : 0.0;
 }
 
 // Values of the per-pixel mark of the peak finder, as peaks.py (_PEAK is the peak bit mask here).
@@ -435,37 +506,66 @@ __device__ __forceinline__ double pixel_var_at(const Bg& B, const int* __restric
 #define MARK_MAYBE 3
 #define MARK_STRONG 4
 
-// peaks.py _excess for a pixel inside the radial range: v = q - bg(r) in float64 with q = s / norm (float32), bg
-// NaN in the bins whose std is not finite, returned as float32 (NaN when missing); mark = MARK_STRONG where v > 0
-// and v^2 >= cutoff^2 sigma_p^2 (zinger candidates), MARK_MAYBE where 16 v^2 >= cutoff^2 sigma_p^2 (rule 2e),
-// both tested on the float64 v.  cutoff2 = cutoff * cutoff, noise2 = noise * noise (the CPU's products).
-__device__ __forceinline__ float excess_peak(const Bg& B, float s, float nrm, float q, const Pos& X, double noise2,
-                                             double cutoff2, unsigned char& mark) {
+// peaks.py _excess of a pixel with signal s, norm nrm, q = s / nrm (float32) and slot sl (-1: outside the radial
+// range): returns v = q - bg(r) (float64 difference, returned as float32; NaN when missing), with bg NaN in the
+// bins whose std is not finite; mark = MARK_STRONG where v > 0 and v^2 >= cutoff^2 sigma_p^2 (zinger
+// candidates), MARK_MAYBE where 16 v^2 >= cutoff^2 sigma_p^2 (rule 2e), both tested on the float64 v; var =
+// sigma_p^2 = std(r)^2 + noise^2 (peaks.py _pixel_var, float64), 0 outside the range.  peak0/peak1: (mean, std)
+// of the pixel's two bins (load_bin); cutoff2 = cutoff * cutoff, noise2 = noise * noise (the CPU's products).
+__device__ __forceinline__ float peak_excess(double2 peak0, double2 peak1, float s, float nrm, float q, int sl,
+                                             double wp, double noise2, double cutoff2, unsigned char& mark,
+                                             double& var) {
     mark = MARK_NONE;
+    var = 0.0;
+    if (sl < 0) return NAN_F;
+    const double sd = peak0.y * (1.0 - wp) + peak1.y * wp;
+    var = sd * sd + noise2;
     if (!isfinite(s) || !(nrm > 0.0f)) return NAN_F;
-    const double b = interp(B.pmean, X);
+    const double b = peak0.x * (1.0 - wp) + peak1.x * wp;
     if (!isfinite(b)) return NAN_F;
     const double v = (double)q - b;
     if (v > 0.0) {
-        const double sd = interp(B.std, X);
         const double v2 = v * v;
-        const double t2 = cutoff2 * (sd * sd + noise2);
+        const double t2 = cutoff2 * var;
         if (v2 >= t2) mark = MARK_STRONG;
         else if (v2 * 16.0 >= t2) mark = MARK_MAYBE;
     }
     return (float)v;
 }
 
+// v, mark and sigma_p^2 of flat pixel p of a frame (inside the image); tab: the background tables.
+template <typename T, bool PLAIN>
+__device__ __forceinline__ float peak_excess_at(const Par& P, const BinTables& tab,
+                                                const T* __restrict__ frame, int p,
+                                                const PixelStatic* __restrict__ pix, const float* __restrict__ dark,
+                                                const float* __restrict__ dvar, const float* __restrict__ gmap,
+                                                double noise2, double cutoff2, unsigned char& mark, double& var) {
+    const PixelStatic st = pix[p];
+    if (st.slot < 0) {
+        mark = MARK_NONE;
+        var = 0.0;
+        return NAN_F;
+    }
+    float s, pvar;
+    pixel_signal<T, PLAIN>(P, frame[p], p, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
+    const Pos X = decode_place(st.slot, st.w);
+    double2 peak0, peak1, pick;
+    load_bin(tab, X.i0, peak0, pick);
+    load_bin(tab, X.i1, peak1, pick);
+    return peak_excess(peak0, peak1, s, st.norm, quotient(s, st.norm), st.slot, st.w, noise2, cutoff2, mark, var);
+}
+
 // pick.py _classify for a pixel inside picking's radial range: 0 = not picked, 1 = picked, 2 = picked and above
-// the spot threshold (its 8 neighbours are kept too), from the gap-filled tables (finite, so that the place X
-// gives _classify's interpolation at the ends too); invalid pixels are picked when they are overloads.
+// the spot threshold (its 8 neighbours are kept too), from the gap-filled tables (finite, so that the place
+// gives _classify's interpolation at the ends too; pick0/pick1: (mean, std) of its two bins, weight wp of the
+// upper one); invalid pixels are picked when they are overloads.
 template <typename T>
-__device__ __forceinline__ int pick_state(const Bg& B, const Par& P, T raw, float s, float q, const Pos& X,
-                                          double noise, double noise2, double cutoff2, double spot) {
+__device__ __forceinline__ int pick_state(const Par& P, T raw, float s, float q, double2 pick0, double2 pick1,
+                                          double wp, double noise, double noise2, double cutoff2, double spot) {
     if (!isfinite(s)) return (double)raw >= P.saturation ? (spot > 0.0 ? 2 : 1) : 0;
-    const double excess = (double)q - ((1.0 - X.w) * B.fmean[X.i0] + X.w * B.fmean[X.i1]);
+    const double excess = (double)q - ((1.0 - wp) * pick0.x + wp * pick1.x);
     if (excess <= noise) return 0;
-    const double sd = (1.0 - X.w) * B.fstd[X.i0] + X.w * B.fstd[X.i1];
+    const double sd = (1.0 - wp) * pick0.y + wp * pick1.y;
     const double sigma2 = sd * sd + noise2;
     if (!(excess * excess > cutoff2 * sigma2)) return 0;  // excess > cutoff * sigma, both positive
     return (spot > 0.0 && excess * excess > spot * spot * sigma2) ? 2 : 1;
@@ -555,81 +655,166 @@ __device__ __forceinline__ bool peak_confirm(const float* sv, const unsigned cha
     return true;
 }
 
-// Pixel pass, one thread per pixel: block (frame, word column, group of PIX_WARPS * PIX_ROWS rows), frames
-// fastest so that the blocks of the same pixels share the static arrays in L2; each warp is one 32-pixel word of
-// the bit masks in PIX_ROWS rows (row = group start + warp + k PIX_WARPS).  Picking (pick.py) gives the word by
-// __ballot_sync and its count by __popc (spot_words, when not NULL, gets the pixels of state 2 for grow_picks);
-// for peaks it writes the excess v (float32, NaN = missing) and the mark of every pixel (peaks.py _excess) for
-// the peak pass.
-template <typename T, bool PLAIN>
-__global__ void __launch_bounds__(32 * PIX_WARPS)
-pixel_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const unsigned char* __restrict__ mask,
-           const float* __restrict__ norm, const int* __restrict__ slot, const double* __restrict__ wpos,
-           const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
-           const double* __restrict__ par, const double* __restrict__ prof, int nframes, int nbins, double pick_noise, double pick_cutoff, double pick_spot, double peak_noise,
-           double peak_cutoff, int do_pick, int do_peaks, unsigned int* __restrict__ pick_words,
-           unsigned int* __restrict__ spot_words, int* __restrict__ pick_counts, float* __restrict__ out_v,
-           unsigned char* __restrict__ out_mark) {
-    const int f = blockIdx.x, word = blockIdx.y;
+// Appends item to list (at *count, in shared memory) for the lanes that take it; the whole warp calls it.
+__device__ __forceinline__ void warp_append(bool take, unsigned short item, unsigned short* list, int* count) {
+    const unsigned int ballot = __ballot_sync(0xffffffffu, take);
+    const int lane = threadIdx.x & 31;
+    int first = 0;
+    if (lane == 0 && ballot) first = atomicAdd(count, __popc(ballot));
+    first = __shfl_sync(0xffffffffu, first, 0);
+    if (take) list[first + __popc(ballot & ((1u << lane) - 1u))] = item;
+}
+
+// Picking and peak finding of one tile of TILE_W x TILE_H pixels: one block of 32 x TILE_WARPS threads per
+// (frame, tile), frames fastest so that the blocks of the same pixels share the static arrays in L2.
+// 1. The tile's pixels, a warp per row (row = warp + k TILE_WARPS), one thread per pixel: preprocessing,
+//    picking (pick.py: the row's 32-pixel word of the bit mask by __ballot_sync and its count by __popc;
+//    spot_words, when not NULL, gets the pixels of state 2 for grow_picks) and, for peaks, the excess v, its
+//    mark and sigma_p^2 (peaks.py _excess) into shared memory.
+// 2. For peaks, the same v and marks for a halo of 3 pixels around the tile (sigma_p^2 in its first ring): the
+//    rules read 2 pixels beyond a candidate and the zinger test of those one more.
+// 3. Zinger flags (peaks.py _flag_zingers, a function of v alone) for the tile and the two rings that the rules
+//    read; the tile's pixels of rule 2e, listed in step 1, take the 3 x 3 local-maximum test (peak_candidate),
+//    which lists the candidates (at most one pixel in four: no two neighbours are both 3 x 3 maxima), and the
+//    block's threads then take one candidate each through peak_confirm on the shared window.  Each tile row's
+//    word of the peak mask and its count are written whole.
+// The background tables of the bins that the tile and its halo read (tile_bins, engine.py _Static.tile_bins) are
+// copied to shared memory first when there are at most TILE_BINS of them.
+template <typename T, bool PLAIN, int H>
+__global__ void __launch_bounds__(32 * TILE_WARPS, TILE_MIN_BLOCKS)
+tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelStatic* __restrict__ pix,
+          const int2* __restrict__ tile_bins,
+          const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
+          const double* __restrict__ par, const double* __restrict__ prof, int nbins,
+          double pick_noise, double pick_cutoff, double pick_spot, double peak_noise, double peak_cutoff,
+          double spread_snr, double min_spread, int reject, int do_pick, int do_peaks,
+          unsigned int* __restrict__ pick_words, unsigned int* __restrict__ spot_words, int* __restrict__ pick_counts,
+          unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
+    const int G = 3;
+    const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
+    const int VW = TILE_W + 2;  // row width of the sigma_p^2 window (the tile and its first ring)
+    __shared__ float sv[HH * W];
+    __shared__ unsigned char sm[HH * W];
+    __shared__ double svar[(TILE_H + 2) * VW];
+    __shared__ unsigned short maybe[TILE_W * TILE_H];       // pixels of rule 2e, lr * TILE_W + lc
+    __shared__ unsigned short listed[TILE_W * TILE_H / 4];  // candidates, likewise
+    __shared__ unsigned int found[TILE_H];                  // peak-mask word of each tile row
+    __shared__ int nmaybe, ncand;
+    __shared__ double2 bins[TILE_BINS * 2];                 // the first four tables of the tile's bins
+    const int f = blockIdx.x, tx = blockIdx.y;
+    const int col0 = tx * TILE_W, row0 = blockIdx.z * TILE_H;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int col = word * 32 + lane;
-    const long long npix = (long long)ny * nx;
-    const T* frame = frames + (long long)f * npix;
-    float* v_out = out_v + (long long)f * npix;
-    unsigned char* mark_out = out_mark + (long long)f * npix;
-    const Par P = load_par(par);
-    const Bg B = load_bg(prof, nframes, nbins, f);
-    const double pick_noise2 = pick_noise * pick_noise, pick_cutoff2 = pick_cutoff * pick_cutoff;
-    const double peak_noise2 = peak_noise * peak_noise, peak_cutoff2 = peak_cutoff * peak_cutoff;
-    const int row0 = blockIdx.z * PIX_WARPS * PIX_ROWS + warp;
-    // the inputs of all PIX_ROWS pixels are loaded first, so that their memory latencies overlap
-    T raw[PIX_ROWS];
-    unsigned char masked[PIX_ROWS];
-    float nrm[PIX_ROWS];
-    int place[PIX_ROWS];
-    double wgt[PIX_ROWS];
-#pragma unroll
-    for (int k = 0; k < PIX_ROWS; ++k) {
-        const int row = row0 + k * PIX_WARPS;
-        const long long p = (long long)row * nx + col;
-        const bool inside = row < ny && col < nx;
-        raw[k] = inside ? frame[p] : (T)0;
-        masked[k] = inside ? mask[p] : (unsigned char)1;
-        nrm[k] = inside ? norm[p] : 1.0f;
-        place[k] = inside ? slot[p] : -1;
-        wgt[k] = inside ? wpos[p] : 0.0;
+    const T* frame = frames + (long long)f * ny * nx;
+    const double* ftab = prof + (long long)f * nbins * NTAB;
+    // the bins that the tile and its halo read (tile_bins: first bin, number), copied to shared memory when they
+    // fit, so that each pixel's tables are no further global load behind its slot
+    const int2 range = tile_bins[blockIdx.z * gridDim.y + tx];
+    BinTables tab = {ftab, 0, NTAB};
+    if (range.y <= TILE_BINS) {
+        for (int e = threadIdx.x; e < 2 * range.y; e += blockDim.x)
+            bins[e] = reinterpret_cast<const double2*>(ftab + (range.x + (e >> 1)) * NTAB)[e & 1];
+        tab = {reinterpret_cast<const double*>(bins), range.x, 4};
     }
-#pragma unroll
-    for (int k = 0; k < PIX_ROWS; ++k) {
-        const int row = row0 + k * PIX_WARPS;
-        if (row >= ny) break;  // the whole warp
-        const long long p = (long long)row * nx + col;
+    if (threadIdx.x == 0) nmaybe = ncand = 0;
+    __syncthreads();
+    const Par P = load_par(par);
+    const double pick_noise2 = pick_noise * pick_noise, pick_cutoff2 = pick_cutoff * pick_cutoff;
+    const double noise2 = peak_noise * peak_noise, cutoff2 = peak_cutoff * peak_cutoff;
+    const int col = col0 + lane;
+    for (int lr = warp; lr < TILE_H; lr += TILE_WARPS) {  // 1. the tile
+        const int row = row0 + lr;
         int state = 0;
-        if (col < nx) {
-            float s, pvar;
-            if (PLAIN)
-                preprocess_plain<T>(P, raw[k], masked[k] != 0, s, pvar);
-            else
-                preprocess_value<T>(P, raw[k], masked[k] != 0, dark != nullptr, dark ? dark[p] : 0.0f,
-                                    dvar != nullptr, dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, pvar);
-            const float q = s / nrm[k];
-            const int sl = place[k];
-            const Pos X = decode_place(sl, wgt[k]);
-            if (do_peaks) {
-                unsigned char mark = MARK_NONE;
-                v_out[p] = sl >= 0 ? excess_peak(B, s, nrm[k], q, X, peak_noise2, peak_cutoff2, mark) : NAN_F;
-                mark_out[p] = mark;
+        float v = NAN_F;  // NaN outside the image, as the rules expect
+        unsigned char mark = MARK_NONE;
+        double var = 0.0;
+        if (row < ny && col < nx) {
+            const int p = row * nx + col;
+            const T raw = frame[p];
+            const PixelStatic st = pix[p];
+            if (st.slot >= 0) {
+                float s, pvar;
+                pixel_signal<T, PLAIN>(P, raw, p, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
+                const float q = quotient(s, st.norm);
+                const Pos X = decode_place(st.slot, st.w);
+                double2 peak0, peak1, pick0, pick1;
+                load_bin(tab, X.i0, peak0, pick0);
+                load_bin(tab, X.i1, peak1, pick1);
+                if (do_peaks) v = peak_excess(peak0, peak1, s, st.norm, q, st.slot, st.w, noise2, cutoff2, mark, var);
+                if (do_pick && !(st.slot & SLOT_PICK_OUT))
+                    state = pick_state<T>(P, raw, s, q, pick0, pick1, st.w, pick_noise, pick_noise2, pick_cutoff2,
+                                          pick_spot);
             }
-            if (do_pick && sl >= 0 && !(sl & SLOT_PICK_OUT))
-                state = pick_state<T>(B, P, raw[k], s, q, X, pick_noise, pick_noise2, pick_cutoff2, pick_spot);
         }
-        const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
-        const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
-        if (do_pick && lane == 0) {
-            const long long w = ((long long)f * ny + row) * nwords + word;
-            pick_words[w] = pw;
-            pick_counts[w] = __popc(pw);
-            if (spot_words) spot_words[w] = sw;
+        if (do_peaks) {
+            sv[(lr + G) * W + lane + G] = v;
+            sm[(lr + G) * W + lane + G] = mark;
+            svar[(lr + 1) * VW + lane + 1] = var;
+            warp_append(mark >= MARK_MAYBE, (unsigned short)(lr * TILE_W + lane), maybe, &nmaybe);
+        }
+        if (do_pick && row < ny) {  // the whole warp
+            const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
+            const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
+            if (lane == 0) {
+                const long long w = ((long long)f * ny + row) * nwords + tx;
+                pick_words[w] = pw;
+                pick_counts[w] = __popc(pw);
+                if (spot_words) spot_words[w] = sw;
+            }
+        }
+    }
+    if (!do_peaks) return;
+    const int band = G * W, side = TILE_H * G;  // 2. the halo: top and bottom bands, then left and right sides
+    for (int k = threadIdx.x; k < 2 * band + 2 * side; k += blockDim.x) {
+        int lr, lc;
+        if (k < 2 * band) {
+            const int r = (k % band) / W;
+            lr = k < band ? r : G + TILE_H + r;
+            lc = k % W;
+        } else {
+            const int k2 = k - 2 * band, c = (k2 % side) % G;
+            lr = G + (k2 % side) / G;
+            lc = k2 < side ? c : G + TILE_W + c;
+        }
+        const int row = row0 - G + lr, c = col0 - G + lc;
+        float v = NAN_F;
+        unsigned char mark = MARK_NONE;
+        double var = 0.0;
+        if (row >= 0 && row < ny && c >= 0 && c < nx)
+            v = peak_excess_at<T, PLAIN>(P, tab, frame, row * nx + c, pix, dark, dvar, gmap, noise2, cutoff2, mark,
+                                         var);
+        sv[lr * W + lc] = v;
+        sm[lr * W + lc] = mark;
+        if (lr >= G - 1 && lr <= G + TILE_H && lc >= G - 1 && lc <= G + TILE_W)
+            svar[(lr - G + 1) * VW + lc - G + 1] = var;
+    }
+    for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) found[lr] = 0u;
+    __syncthreads();
+    for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // 3. zinger flags: each reads v and its own mark
+        const int lr = e / W, lc = e % W;
+        if (sm[e] == MARK_STRONG && lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && is_zinger(sv, W, lr, lc, min_spread))
+            sm[e] = MARK_ZINGER;
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < nmaybe; k += blockDim.x) {  // the cheap tests, on the pixels of rule 2e
+        const int lr = maybe[k] / TILE_W, lc = maybe[k] % TILE_W;
+        if (peak_candidate(sv, sm, W, lr + G, lc + G)) listed[atomicAdd(&ncand, 1)] = maybe[k];
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < ncand; k += blockDim.x) {
+        const int lr = listed[k] / TILE_W, lc = listed[k] % TILE_W;
+        const int p = (row0 + lr) * nx + col0 + lc;
+        auto var_at = [&](int di, int dj) { return svar[(lr + 1 + di) * VW + lc + 1 + dj]; };
+        if (peak_confirm<H>(sv, sm, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0, pix[p].norm,
+                            var_at))
+            atomicOr(&found[lr], 1u << lc);
+    }
+    __syncthreads();
+    for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) {
+        const int row = row0 + lr;
+        if (row < ny) {
+            const long long w = ((long long)f * ny + row) * nwords + tx;
+            peak_words[w] = found[lr];
+            peak_counts[w] = __popc(found[lr]);
         }
     }
 }
@@ -658,93 +843,6 @@ __global__ void grow_picks(long long nwords_total, int ny, int nwords, const uns
     const unsigned int word = pick_words[w] | (near & range_words[(long long)row * nwords + wx]);
     pick_words[w] = word;
     pick_counts[w] = __popc(word);
-}
-
-// Peaks of a tile: one block of 32 x CAND_WARPS threads per (frame, tile of TILE_W x TILE_H pixels), frames
-// fastest.  v and marks of the tile and a halo of 3 come from the pixel pass into shared memory; the zinger
-// flags (peaks.py _flag_zingers, a function of v alone) are set for the tile and the two rings that the peak
-// rules read, and written back to the marks for the tile itself; the cheap tests (rule 2e, 3 x 3 local maximum:
-// peak_candidate) list the candidates (at most one pixel in four: no two neighbours are both 3 x 3 maxima), and
-// the block's threads then take one candidate each through peak_confirm, on the shared window, with sigma_p^2
-// from the pixels' places between the bins.  Each tile row's word of the peak mask and its count are written
-// whole.
-template <int H>
-__global__ void __launch_bounds__(32 * CAND_WARPS, CAND_MIN_BLOCKS)
-tile_peaks(int ny, int nx, int nwords, const float* __restrict__ in_v, unsigned char* __restrict__ marks,
-           const float* __restrict__ norm, const int* __restrict__ slot, const double* __restrict__ wpos,
-           const double* __restrict__ prof, int nframes, int nbins,
-           double peak_noise, double peak_cutoff, double spread_snr, double min_spread, int reject,
-           unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
-    const int G = 3;
-    const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
-    __shared__ float sv[HH * W];
-    __shared__ unsigned char sm[HH * W];
-    __shared__ unsigned short listed[TILE_W * TILE_H / 4];  // candidates, lr * TILE_W + lc
-    __shared__ unsigned int found[TILE_H];                  // peak-mask word of each tile row
-    __shared__ int ncand;
-    const int f = blockIdx.x, tx = blockIdx.y;
-    const int col0 = tx * TILE_W, row0 = blockIdx.z * TILE_H;
-    const long long npix = (long long)ny * nx;
-    const float* v_in = in_v + (long long)f * npix;
-    unsigned char* mark = marks + (long long)f * npix;
-    for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {
-        const int r = row0 - G + e / W, c = col0 - G + e % W;
-        const bool in = r >= 0 && r < ny && c >= 0 && c < nx;
-        const long long q = (long long)r * nx + c;
-        sv[e] = in ? v_in[q] : NAN_F;
-        sm[e] = in ? mark[q] : (unsigned char)MARK_NONE;
-    }
-    for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) found[lr] = 0u;
-    if (threadIdx.x == 0) ncand = 0;
-    __syncthreads();
-    for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // zinger flags: each reads v and its own mark
-        const int lr = e / W, lc = e % W;
-        if (sm[e] == MARK_STRONG && lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && is_zinger(sv, W, lr, lc, min_spread)) {
-            sm[e] = MARK_ZINGER;
-            const int r = row0 - G + lr, c = col0 - G + lc;
-            if (lr >= G && lr < G + TILE_H && lc >= G && lc < G + TILE_W && r < ny && c < nx)
-                mark[(long long)r * nx + c] = MARK_ZINGER;
-        }
-    }
-    __syncthreads();
-    const int lane = threadIdx.x & 31;
-    for (int lr = threadIdx.x >> 5; lr < TILE_H; lr += CAND_WARPS) {
-        const int row = row0 + lr, col = col0 + lane;
-        const bool candidate = row < ny && col < nx && peak_candidate(sv, sm, W, lr + G, lane + G);
-        const unsigned int ballot = __ballot_sync(0xffffffffu, candidate);
-        int first = 0;
-        if (lane == 0 && ballot) first = atomicAdd(&ncand, __popc(ballot));
-        first = __shfl_sync(0xffffffffu, first, 0);
-        if (candidate) listed[first + __popc(ballot & ((1u << lane) - 1u))] = (unsigned short)(lr * TILE_W + lane);
-    }
-    __syncthreads();
-    const Bg B = load_bg(prof, nframes, nbins, f);
-    const double noise2 = peak_noise * peak_noise;
-    for (int k = threadIdx.x; k < ncand; k += blockDim.x) {
-        const int lr = listed[k] / TILE_W, lc = listed[k] % TILE_W;
-        const int row = row0 + lr, col = col0 + lc;
-        const long long p = (long long)row * nx + col;
-        double var9[9];  // sigma_p^2 of the 3 x 3 box, loaded together (the rules ask for the usable ones)
-#pragma unroll
-        for (int di = -1; di <= 1; ++di)
-#pragma unroll
-            for (int dj = -1; dj <= 1; ++dj) {
-                const bool in = row + di >= 0 && row + di < ny && col + dj >= 0 && col + dj < nx;
-                var9[3 * di + dj + 4] = in ? pixel_var_at(B, slot, wpos, p + (long long)di * nx + dj, noise2) : 0.0;
-            }
-        auto var_at = [&](int di, int dj) { return var9[3 * di + dj + 4]; };
-        if (peak_confirm<H>(sv, sm, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0, norm[p], var_at))
-            atomicOr(&found[lr], 1u << lc);
-    }
-    __syncthreads();
-    for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) {
-        const int row = row0 + lr;
-        if (row < ny) {
-            const long long w = ((long long)f * ny + row) * nwords + tx;
-            peak_words[w] = found[lr];
-            peak_counts[w] = __popc(found[lr]);
-        }
-    }
 }
 
 // frame_ptr[f + 1] = inclusive scan at the last word of frame f (frame_ptr[0] = 0), for picks and peaks.
@@ -810,20 +908,18 @@ __global__ void emit_peak_index(long long nwords_total, int ny, int nx, int nwor
 }
 
 // One warp per peak (blocks of MEASURE_WARPS warps): measures it (peaks.py _measure_peaks and _centroid) over
-// an 11 x 11 window of the pixel pass's v / marks in shared memory, so that the zinger flags of the boxes are
-// known.  The lanes load the window, flag its zingers and compute the 49 Gaussian weights of each centroid
+// an 11 x 11 window of v and marks in shared memory, computed from the frame as tile_pass computes them, so that
+// the zinger flags of the boxes are known.  The lanes compute the window, flag its zingers and compute the 49 Gaussian weights of each centroid
 // iteration; lane 0 adds them in the CPU's order (rows, then columns) and does the rest, so that the sums are
 // the CPU's to the last bit.  *total is the number of peaks of the batch (device memory: no host round trip).
 template <typename T, int H>
 __global__ void __launch_bounds__(32 * MEASURE_WARPS)
-measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int nframes,
-              int ny, int nx, const long long* __restrict__ at, const unsigned char* __restrict__ mask,
-              const float* __restrict__ norm, const int* __restrict__ slot, const double* __restrict__ wpos,
+measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int ny, int nx,
+              const long long* __restrict__ at, const PixelStatic* __restrict__ pix,
               const float* __restrict__ dark, const float* __restrict__ dvar,
               const float* __restrict__ gmap, const double* __restrict__ dspacing,
               const double* __restrict__ par, const double* __restrict__ prof,
-              int nbins, const float* __restrict__ in_v,
-              const unsigned char* __restrict__ in_mark, double min_spread,
+              int nbins, double peak_noise, double peak_cutoff, double min_spread,
               long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix) {
     // the 7 x 7 centroid box, and the 5 x 5 integration box centred on the pixel nearest the centroid (up to 1 px
     // from the peak), plus the ring that the zinger test of their pixels reads
@@ -836,18 +932,24 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
     if (pos >= *total || pos >= capacity) return;  // the whole warp
     const long long npix = (long long)ny * nx;
     const int f = (int)(at[pos] / npix);
-    const long long pix = at[pos] - f * npix;
-    const int i = (int)(pix / nx), j = (int)(pix % nx);
+    const int p = (int)(at[pos] - f * npix);
+    const int i = p / nx, j = p % nx;
     const T* frame = frames + (long long)f * npix;
     float* sv = window_v[warp];
     unsigned char* sm = window_m[warp];
     double* wt = weights[warp];
-    for (int e = lane; e < S * S; e += 32) {
+    const Par P = load_par(par);
+    const double* tab = prof + (long long)f * nbins * NTAB;
+    for (int e = lane; e < S * S; e += 32) {  // v and marks of the window, as tile_pass computes them
         const int ii = i - G + e / S, jj = j - G + e % S;
-        const bool in = ii >= 0 && ii < ny && jj >= 0 && jj < nx;
-        const long long q = (long long)f * npix + (long long)ii * nx + jj;
-        sv[e] = in ? in_v[q] : NAN_F;
-        sm[e] = in ? in_mark[q] : (unsigned char)MARK_NONE;
+        float v = NAN_F;
+        unsigned char mark = MARK_NONE;
+        double var;
+        if (ii >= 0 && ii < ny && jj >= 0 && jj < nx)
+            v = peak_excess_at<T, false>(P, {tab, 0, NTAB}, frame, ii * nx + jj, pix, dark, dvar, gmap, peak_noise * peak_noise,
+                                         peak_cutoff * peak_cutoff, mark, var);
+        sv[e] = v;
+        sm[e] = mark;
     }
     __syncwarp();
     for (int e = lane; e < S * S; e += 32) {  // is_zinger reads v only: each lane flags its own pixels
@@ -922,8 +1024,6 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
         if (__shfl_sync(0xffffffffu, stop, 0)) break;
     }
     if (lane == 0) {
-        const Par P = load_par(par);
-        const Bg B = load_bg(prof, nframes, nbins, f);
         const int ci = (int)floor(row + 0.5) < 0 ? 0 : ((int)floor(row + 0.5) > ny - 1 ? ny - 1 : (int)floor(row + 0.5));
         const int cj = (int)floor(col + 0.5) < 0 ? 0 : ((int)floor(col + 0.5) > nx - 1 ? nx - 1 : (int)floor(col + 0.5));
         double total = 0.0, variance_sum = 0.0, scale_sum = 0.0;
@@ -931,20 +1031,20 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
         for (int ii = (ci - 2 > 0 ? ci - 2 : 0); ii < (ci + 3 < ny ? ci + 3 : ny); ++ii)
             for (int jj = (cj - 2 > 0 ? cj - 2 : 0); jj < (cj + 3 < nx ? cj + 3 : nx); ++jj) {
                 if (!usable(ii, jj)) continue;
-                const long long q = (long long)ii * nx + jj;
+                const int q = ii * nx + jj;
+                const PixelStatic st = pix[q];
                 float s, pvar;
-                pixel_signal<T>(P, frame, q, mask, dark, dvar, gmap, s, pvar);
+                pixel_signal<T, false>(P, frame[q], q, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
                 const double g = gmap ? (double)gmap[q] : P.gain;
-                const double scale = (double)norm[q] * g;
+                const double scale = (double)st.norm * g;
                 total += (double)value(ii, jj) * scale;
                 scale_sum += scale;
                 variance_sum += (double)pvar * g * g;
                 ++npix;
             }
-        const long long p = (long long)i * nx + j;
-        Pos X;
-        bin_place(slot, wpos, p, X);  // a peak lies in the radial range
-        const double s_bg = interp(B.sem, X);
+        const PixelStatic st = pix[p];
+        const Pos X = decode_place(st.slot, st.w);  // a peak lies in the radial range
+        const double s_bg = interp(tab, X, TAB_SEM);
         variance_sum += scale_sum * scale_sum * s_bg * s_bg;
         const double g0 = gmap ? (double)gmap[p] : P.gain;
         double* o = out_f + pos * 7;
@@ -952,8 +1052,8 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
         o[1] = col;
         o[2] = total;
         o[3] = sqrt(variance_sum);
-        o[4] = (double)(sv[G * S + G] * norm[p]) * g0;
-        o[5] = interp(B.pmean, X) * (double)norm[p] * g0;
+        o[4] = (double)(sv[G * S + G] * st.norm) * g0;
+        o[5] = interp(tab, X, TAB_PMEAN) * (double)st.norm * g0;
         if (dspacing) {
             o[6] = dspacing[(long long)ci * nx + cj];
         } else {
