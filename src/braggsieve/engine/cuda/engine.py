@@ -45,6 +45,7 @@ from . import kernels
 
 CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
 CLIP_MIN_BLOCKS = 5      # blocks per multiprocessor that its register budget must allow
+CLIP_BATCH = 4           # pixels per thread whose loads the clipping gather issues together
 CLASS_STEP = 4096        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
 MAX_HIST = 64            # most clipping cycles
 TILE_H = 64              # rows of a tile of tile_pass (32 columns: one bit-mask word per row)
@@ -72,6 +73,7 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
                                                         f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
                                                         f"-DCLIP_MIN_BLOCKS={CLIP_MIN_BLOCKS}",
+                                                        f"-DCLIP_BATCH={CLIP_BATCH}",
                                                         f"-DTILE_H={TILE_H}", f"-DTILE_WARPS={TILE_WARPS}",
                                                         f"-DTILE_MIN_BLOCKS={TILE_MIN_BLOCKS}", f"-DTILE_BINS={TILE_BINS}",
                                                         f"-DMEASURE_WARPS={MEASURE_WARPS}"),

@@ -187,8 +187,9 @@ __device__ __forceinline__ void pixel_signal(const Par& P, T raw, int p, bool ma
                             dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, var);
 }
 
-// s / norm (float32, as the CPU), NaN for a NaN s without the division's slow path, which a NaN operand takes.
-__device__ __forceinline__ float quotient(float s, float norm) { return isnan(s) ? s : s / norm; }
+// s / norm (float32, as the CPU) for norm > 0; a NaN or zero s, for which the division would take its slow
+// path, gives s itself (NaN, or 0 / norm = s).
+__device__ __forceinline__ float quotient(float s, float norm) { return isnan(s) || s == 0.0f ? s : s / norm; }
 
 // Whether a pixel with this slot is masked (or outside the radial range, where nothing reads its signal).
 __device__ __forceinline__ bool slot_masked(int sl) { return sl < 0 || (sl & SLOT_MASKED); }
@@ -232,15 +233,13 @@ __device__ __forceinline__ void block_totals(double (&x)[N], double* part) {
 // models, plain integration) a second pass sums VV of the survivors around the new mean.
 // ---------------------------------------------------------------------------------------------------------
 template <typename T, bool DVAR, bool PLAIN>
-__device__ __forceinline__ void load_signal(const Par& P, const T* __restrict__ frame, int j,
-                                            const int* __restrict__ indices, const float* __restrict__ cdark,
-                                            const float* __restrict__ cdvar, const float* __restrict__ cgain,
-                                            float& s, float& var) {
-    const int p = indices[j];
+__device__ __forceinline__ void entry_signal(const Par& P, T raw, int j, const float* __restrict__ cdark,
+                                             const float* __restrict__ cdvar, const float* __restrict__ cgain,
+                                             float& s, float& var) {
     if (PLAIN)
-        preprocess_plain<T>(P, frame[p], false, s, var);
+        preprocess_plain<T>(P, raw, false, s, var);
     else
-        preprocess_value<T>(P, frame[p], false, cdark != nullptr, cdark ? cdark[j] : 0.0f, DVAR,
+        preprocess_value<T>(P, raw, false, cdark != nullptr, cdark ? cdark[j] : 0.0f, DVAR,
                             DVAR ? cdvar[j] : 0.0f, cgain ? (double)cgain[j] : P.gain, s, var);
     if (isnan(var)) s = NAN_F;
 }
@@ -301,12 +300,16 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     const bool lead = threadIdx.x == 0;
     const bool scatter = with_scatter != 0;  // azimuthal and hybrid clip with the scatter VV
     int nh = 0;  // cycles run: their (mean, limit) are in hist
-    // signal (NaN when invalid), variance, norm and coefficient of entry j of the bin
-    auto gather = [&](int j, float& s, float& var, float& nr, float& c) {
-        load_signal<T, DVAR, PLAIN>(P, frame, j, indices, cdark, cdvar, cgain, s, var);
-        nr = cnorm[j];
+    // signal (NaN when invalid), variance and coefficient of entry j of the bin, whose raw value is raw
+    auto signal = [&](int j, T raw, float& s, float& var, float& c) {
+        entry_signal<T, DVAR, PLAIN>(P, raw, j, cdark, cdvar, cgain, s, var);
         c = COEF ? coef[j] : 1.0f;
         if (!DVAR) var = 1.0f > s ? 1.0f : s;
+    };
+    // the same and its norm, gathered
+    auto gather = [&](int j, float& s, float& var, float& nr, float& c) {
+        signal(j, frame[indices[j]], s, var, c);
+        nr = cnorm[j];
     };
     auto in_history = [&](double value) -> bool {  // passes every earlier cycle's test
         for (int h = 0; h < nh; ++h)
@@ -316,12 +319,30 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     double x[N], p = 0.0;  // the first pass: every valid pixel (p: this thread's part of P)
 #pragma unroll
     for (int i = 0; i < N; ++i) x[i] = 0.0;
-    for (int t = threadIdx.x; t < size; t += CLIP_BLOCK) {
-        float s, var, nr, c;
-        gather(t, s, var, nr, c);
-        if (t < held)  // __fdividef is within 2 ulp for norms of the normal range; others decide in float64
-            sval[t] = isnan(s) ? NAN_F : ((nr >= 1.2e-38f && nr <= 8.0e37f) ? __fdividef(s, nr) : INF_F);
-        if (!isnan(s)) p += add_pixel<COEF>(x, s, var, nr, c);
+    for (int t0 = threadIdx.x; t0 < size; t0 += CLIP_BATCH * CLIP_BLOCK) {
+        // the batch's loads first, indices then values, so that their latencies overlap
+        int at[CLIP_BATCH];
+        float norms[CLIP_BATCH];
+        T raw[CLIP_BATCH];
+#pragma unroll
+        for (int u = 0; u < CLIP_BATCH; ++u) {
+            const int t = t0 + u * CLIP_BLOCK;
+            at[u] = t < size ? indices[t] : -1;
+            norms[u] = t < size ? cnorm[t] : 1.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < CLIP_BATCH; ++u) raw[u] = at[u] >= 0 ? frame[at[u]] : (T)0;
+#pragma unroll
+        for (int u = 0; u < CLIP_BATCH; ++u) {
+            const int t = t0 + u * CLIP_BLOCK;
+            if (t >= size) break;
+            float s, var, c;
+            const float nr = norms[u];
+            signal(t, raw[u], s, var, c);
+            if (t < held)  // __fdividef is within 2 ulp for norms of the normal range; others decide in float64
+                sval[t] = isnan(s) ? NAN_F : ((nr >= 1.2e-38f && nr <= 8.0e37f) ? __fdividef(s, nr) : INF_F);
+            if (!isnan(s)) p += add_pixel<COEF>(x, s, var, nr, c);
+        }
     }
     block_totals<N>(x, part);
     if (lead) {
@@ -699,6 +720,7 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
     __shared__ unsigned short maybe[TILE_W * TILE_H];       // pixels of rule 2e, lr * TILE_W + lc
     __shared__ unsigned short listed[TILE_W * TILE_H / 4];  // candidates, likewise
     __shared__ unsigned int found[TILE_H];                  // peak-mask word of each tile row
+    __shared__ unsigned int picked[TILE_H], spots[TILE_H];  // picking's words of each tile row
     __shared__ int nmaybe, ncand;
     __shared__ double2 bins[TILE_BINS * 2];                 // the first four tables of the tile's bins
     const int f = blockIdx.x, tx = blockIdx.y;
@@ -751,18 +773,37 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
             svar[(lr + 1) * VW + lane + 1] = var;
             warp_append(mark >= MARK_MAYBE, (unsigned short)(lr * TILE_W + lane), maybe, &nmaybe);
         }
-        if (do_pick && row < ny) {  // the whole warp
+        if (do_pick) {  // the whole warp
             const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
             const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
             if (lane == 0) {
-                const long long w = ((long long)f * ny + row) * nwords + tx;
-                pick_words[w] = pw;
-                pick_counts[w] = __popc(pw);
-                if (spot_words) spot_words[w] = sw;
+                picked[lr] = pw;
+                spots[lr] = sw;
             }
         }
     }
-    if (!do_peaks) return;
+    // each tile row's words of the bit masks and their counts, written whole (after a barrier)
+    auto write_words = [&]() {
+        for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) {
+            const int row = row0 + lr;
+            if (row >= ny) continue;
+            const long long w = ((long long)f * ny + row) * nwords + tx;
+            if (do_pick) {
+                pick_words[w] = picked[lr];
+                pick_counts[w] = __popc(picked[lr]);
+                if (spot_words) spot_words[w] = spots[lr];
+            }
+            if (do_peaks) {
+                peak_words[w] = found[lr];
+                peak_counts[w] = __popc(found[lr]);
+            }
+        }
+    };
+    if (!do_peaks) {
+        __syncthreads();
+        write_words();
+        return;
+    }
     const int band = G * W, side = TILE_H * G;  // 2. the halo: top and bottom bands, then left and right sides
     for (int k = threadIdx.x; k < 2 * band + 2 * side; k += blockDim.x) {
         int lr, lc;
@@ -809,14 +850,7 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
             atomicOr(&found[lr], 1u << lc);
     }
     __syncthreads();
-    for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) {
-        const int row = row0 + lr;
-        if (row < ny) {
-            const long long w = ((long long)f * ny + row) * nwords + tx;
-            peak_words[w] = found[lr];
-            peak_counts[w] = __popc(found[lr]);
-        }
-    }
+    write_words();
 }
 
 // pick.py _is_kept with cutoff_spot > 0, one thread per word: adds to the picked pixels the pixels inside the
