@@ -52,6 +52,7 @@ TILE_H = 64              # rows of a tile of tile_pass (32 columns: one bit-mask
 TILE_WARPS = 8           # warps per tile block (each takes every TILE_WARPS-th row of the tile)
 TILE_MIN_BLOCKS = 5      # tile blocks per multiprocessor that its register budget must allow
 TILE_BINS = 128          # most bins of a tile's background tables held in shared memory
+ZINGER_LIST = 512        # most zinger candidates of a tile listed (beyond: its whole window is scanned)
 EMIT_BLOCK = 256
 MEASURE_WARPS = 4        # peaks measured per block (one warp each)
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
@@ -76,6 +77,7 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
                                                         f"-DCLIP_BATCH={CLIP_BATCH}",
                                                         f"-DTILE_H={TILE_H}", f"-DTILE_WARPS={TILE_WARPS}",
                                                         f"-DTILE_MIN_BLOCKS={TILE_MIN_BLOCKS}", f"-DTILE_BINS={TILE_BINS}",
+                                                        f"-DZINGER_LIST={ZINGER_LIST}",
                                                         f"-DMEASURE_WARPS={MEASURE_WARPS}"),
                           name_expressions=list(names.values()))
     functions = {key: module.get_function(name) for key, name in names.items()}

@@ -676,14 +676,17 @@ __device__ __forceinline__ bool peak_confirm(const float* sv, const unsigned cha
     return true;
 }
 
-// Appends item to list (at *count, in shared memory) for the lanes that take it; the whole warp calls it.
-__device__ __forceinline__ void warp_append(bool take, unsigned short item, unsigned short* list, int* count) {
+// Appends item to list (at *count, in shared memory; items beyond cap are counted, not stored) for the lanes
+// that take it; the whole warp calls it.
+__device__ __forceinline__ void warp_append(bool take, unsigned short item, unsigned short* list, int* count,
+                                            int cap) {
     const unsigned int ballot = __ballot_sync(0xffffffffu, take);
     const int lane = threadIdx.x & 31;
     int first = 0;
     if (lane == 0 && ballot) first = atomicAdd(count, __popc(ballot));
     first = __shfl_sync(0xffffffffu, first, 0);
-    if (take) list[first + __popc(ballot & ((1u << lane) - 1u))] = item;
+    const int at = first + __popc(ballot & ((1u << lane) - 1u));
+    if (take && at < cap) list[at] = item;
 }
 
 // Picking and peak finding of one tile of TILE_W x TILE_H pixels: one block of 32 x TILE_WARPS threads per
@@ -719,9 +722,10 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
     __shared__ double svar[(TILE_H + 2) * VW];
     __shared__ unsigned short maybe[TILE_W * TILE_H];       // pixels of rule 2e, lr * TILE_W + lc
     __shared__ unsigned short listed[TILE_W * TILE_H / 4];  // candidates, likewise
+    __shared__ unsigned short strong[ZINGER_LIST];          // MARK_STRONG pixels of the window, lr * W + lc
     __shared__ unsigned int found[TILE_H];                  // peak-mask word of each tile row
     __shared__ unsigned int picked[TILE_H], spots[TILE_H];  // picking's words of each tile row
-    __shared__ int nmaybe, ncand;
+    __shared__ int nmaybe, ncand, nstrong;
     __shared__ double2 bins[TILE_BINS * 2];                 // the first four tables of the tile's bins
     const int f = blockIdx.x, tx = blockIdx.y;
     const int col0 = tx * TILE_W, row0 = blockIdx.z * TILE_H;
@@ -737,41 +741,51 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
             bins[e] = reinterpret_cast<const double2*>(ftab + (range.x + (e >> 1)) * NTAB)[e & 1];
         tab = {reinterpret_cast<const double*>(bins), range.x, 4};
     }
-    if (threadIdx.x == 0) nmaybe = ncand = 0;
+    if (threadIdx.x == 0) nmaybe = ncand = nstrong = 0;
     __syncthreads();
     const Par P = load_par(par);
     const double pick_noise2 = pick_noise * pick_noise, pick_cutoff2 = pick_cutoff * pick_cutoff;
     const double noise2 = peak_noise * peak_noise, cutoff2 = peak_cutoff * peak_cutoff;
     const int col = col0 + lane;
-    for (int lr = warp; lr < TILE_H; lr += TILE_WARPS) {  // 1. the tile
+    // the raw value and static data of the pixel of tile row lr (slot -1 outside the image)
+    auto load_pixel = [&](int lr, T& raw, PixelStatic& st) {
         const int row = row0 + lr;
+        const bool inside = row < ny && col < nx;
+        raw = inside ? frame[row * nx + col] : (T)0;
+        st = inside ? pix[row * nx + col] : PixelStatic{1.0f, -1, 0.0};
+    };
+    T next_raw;  // the next row's loads are issued before this row's arithmetic, so that their latencies overlap
+    PixelStatic next_st;
+    load_pixel(warp, next_raw, next_st);
+    for (int lr = warp; lr < TILE_H; lr += TILE_WARPS) {  // 1. the tile
+        const T raw = next_raw;
+        const PixelStatic st = next_st;
+        if (lr + TILE_WARPS < TILE_H) load_pixel(lr + TILE_WARPS, next_raw, next_st);
+        const int p = (row0 + lr) * nx + col;
         int state = 0;
         float v = NAN_F;  // NaN outside the image, as the rules expect
         unsigned char mark = MARK_NONE;
         double var = 0.0;
-        if (row < ny && col < nx) {
-            const int p = row * nx + col;
-            const T raw = frame[p];
-            const PixelStatic st = pix[p];
-            if (st.slot >= 0) {
-                float s, pvar;
-                pixel_signal<T, PLAIN>(P, raw, p, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
-                const float q = quotient(s, st.norm);
-                const Pos X = decode_place(st.slot, st.w);
-                double2 peak0, peak1, pick0, pick1;
-                load_bin(tab, X.i0, peak0, pick0);
-                load_bin(tab, X.i1, peak1, pick1);
-                if (do_peaks) v = peak_excess(peak0, peak1, s, st.norm, q, st.slot, st.w, noise2, cutoff2, mark, var);
-                if (do_pick && !(st.slot & SLOT_PICK_OUT))
-                    state = pick_state<T>(P, raw, s, q, pick0, pick1, st.w, pick_noise, pick_noise2, pick_cutoff2,
-                                          pick_spot);
-            }
+        if (st.slot >= 0) {
+            float s, pvar;
+            pixel_signal<T, PLAIN>(P, raw, p, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
+            const float q = quotient(s, st.norm);
+            const Pos X = decode_place(st.slot, st.w);
+            double2 peak0, peak1, pick0, pick1;
+            load_bin(tab, X.i0, peak0, pick0);
+            load_bin(tab, X.i1, peak1, pick1);
+            if (do_peaks) v = peak_excess(peak0, peak1, s, st.norm, q, st.slot, st.w, noise2, cutoff2, mark, var);
+            if (do_pick && !(st.slot & SLOT_PICK_OUT))
+                state = pick_state<T>(P, raw, s, q, pick0, pick1, st.w, pick_noise, pick_noise2, pick_cutoff2,
+                                      pick_spot);
         }
         if (do_peaks) {
             sv[(lr + G) * W + lane + G] = v;
             sm[(lr + G) * W + lane + G] = mark;
             svar[(lr + 1) * VW + lane + 1] = var;
-            warp_append(mark >= MARK_MAYBE, (unsigned short)(lr * TILE_W + lane), maybe, &nmaybe);
+            warp_append(mark >= MARK_MAYBE, (unsigned short)(lr * TILE_W + lane), maybe, &nmaybe, TILE_W * TILE_H);
+            warp_append(mark == MARK_STRONG, (unsigned short)((lr + G) * W + lane + G), strong, &nstrong,
+                        ZINGER_LIST);
         }
         if (do_pick) {  // the whole warp
             const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
@@ -825,12 +839,20 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
                                          var);
         sv[lr * W + lc] = v;
         sm[lr * W + lc] = mark;
+        if (mark == MARK_STRONG) {
+            const int at = atomicAdd(&nstrong, 1);
+            if (at < ZINGER_LIST) strong[at] = (unsigned short)(lr * W + lc);
+        }
         if (lr >= G - 1 && lr <= G + TILE_H && lc >= G - 1 && lc <= G + TILE_W)
             svar[(lr - G + 1) * VW + lc - G + 1] = var;
     }
     for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) found[lr] = 0u;
     __syncthreads();
-    for (int e = threadIdx.x; e < HH * W; e += blockDim.x) {  // 3. zinger flags: each reads v and its own mark
+    // 3. zinger flags, each reading v and its own mark: on the listed MARK_STRONG pixels, or on the whole window
+    // when the list overflowed
+    const bool all_listed = nstrong <= ZINGER_LIST;
+    for (int k = threadIdx.x; k < (all_listed ? nstrong : HH * W); k += blockDim.x) {
+        const int e = all_listed ? strong[k] : k;
         const int lr = e / W, lc = e % W;
         if (sm[e] == MARK_STRONG && lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && is_zinger(sv, W, lr, lc, min_spread))
             sm[e] = MARK_ZINGER;
@@ -961,6 +983,7 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
     __shared__ float window_v[MEASURE_WARPS][S * S];
     __shared__ unsigned char window_m[MEASURE_WARPS][S * S];  // marks, MARK_ZINGER once flagged
     __shared__ double weights[MEASURE_WARPS][CS * CS];       // of one centroid iteration, 0 for unusable pixels
+    __shared__ double factors[MEASURE_WARPS][2 * CS];        // its window's row factors, then column factors
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const long long pos = (long long)blockIdx.x * MEASURE_WARPS + warp;
     if (pos >= *total || pos >= capacity) return;  // the whole warp
@@ -1019,13 +1042,16 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
     for (int it = 0; it < 20; ++it) {
         row = __shfl_sync(0xffffffffu, row, 0);
         col = __shfl_sync(0xffffffffu, col, 0);
+        if (lane < 2 * CS) {  // the window is separable, as the CPU's: 7 row and 7 column factors
+            const double d = lane < CS ? (double)(i - C + lane) - row : (double)(j - C + lane - CS) - col;
+            factors[warp][lane] = exp(-(d * d) * inv);
+        }
+        __syncwarp();
         for (int e = lane; e < CS * CS; e += 32) {
             const int ii = i - C + e / CS, jj = j - C + e % CS;
             double w = 0.0;
-            if (ii >= i0 && ii < i1 && jj >= j0 && jj < j1 && usable(ii, jj)) {  // separable window, as the CPU
-                const double di = (double)ii - row, dj = (double)jj - col;
-                w = (double)value(ii, jj) * exp(-(di * di) * inv) * exp(-(dj * dj) * inv);
-            }
+            if (ii >= i0 && ii < i1 && jj >= j0 && jj < j1 && usable(ii, jj))
+                w = (double)value(ii, jj) * factors[warp][e / CS] * factors[warp][CS + e % CS];
             wt[e] = w;
         }
         __syncwarp();
