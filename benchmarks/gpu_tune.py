@@ -19,7 +19,8 @@ from gpu import CLIP, INTEGRATION, PEAKS, PICK, scene
 SETTINGS = [
     {},
     {"TILE_H": 32}, {"TILE_WARPS": 4}, {"TILE_WARPS": 16, "TILE_MIN_BLOCKS": 2}, {"TILE_MIN_BLOCKS": 6},
-    {"CLIP_MIN_BLOCKS": 4}, {"CLIP_MIN_BLOCKS": 6}, {"CLASS_STEP": 2048},
+    {"CLIP_MIN_BLOCKS": 4}, {"CLIP_MIN_BLOCKS": 6}, {"CLASS_STEP": 2048}, {"CLIP_BATCH": 2}, {"CLIP_BATCH": 8},
+    {"ZINGER_LIST": 4}, {"TILE_BINS": 1},  # the fallbacks: whole-window zinger scan, tables from device memory
 ]
 
 
