@@ -390,7 +390,9 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
                 const double limit = (cutoff > chauvenet ? cutoff : chauvenet) * std;
                 go = limit >= 0.0;  // NaN std: the CPU's test discards nothing either
                 if (go) {
-                    // a copy is within 2^-22 (+ 3e-45) of its value: inner and outer bounds margin * 4e-6 away
+                    // a copy lies within 2^-22 of its value (relative; + 3e-45 for subnormal ones), far inside
+                    // the margin: the inner and outer bounds lie `margin` inside and outside the limit, rounded
+                    // towards the limit's side that keeps them safe
                     const double margin = 4e-6 * (fabs(mean) + limit) + 1e-30;
                     cycle_limits[0] = mean;
                     cycle_limits[1] = limit;
@@ -694,11 +696,12 @@ __device__ __forceinline__ void warp_append(bool take, unsigned short item, unsi
 // 1. The tile's pixels, a warp per row (row = warp + k TILE_WARPS), one thread per pixel: preprocessing,
 //    picking (pick.py: the row's 32-pixel word of the bit mask by __ballot_sync and its count by __popc;
 //    spot_words, when not NULL, gets the pixels of state 2 for grow_picks) and, for peaks, the excess v, its
-//    mark and sigma_p^2 (peaks.py _excess) into shared memory.
+//    mark and sigma_p^2 (peaks.py _excess) into shared memory; the next row's loads are issued before this
+//    row's arithmetic.  The pixels of rule 2e and the zinger candidates (MARK_STRONG) are listed.
 // 2. For peaks, the same v and marks for a halo of 3 pixels around the tile (sigma_p^2 in its first ring): the
 //    rules read 2 pixels beyond a candidate and the zinger test of those one more.
-// 3. Zinger flags (peaks.py _flag_zingers, a function of v alone) for the tile and the two rings that the rules
-//    read; the tile's pixels of rule 2e, listed in step 1, take the 3 x 3 local-maximum test (peak_candidate),
+// 3. Zinger flags (peaks.py _flag_zingers, a function of v alone) for the listed zinger candidates of the tile
+//    and the two rings that the rules read (the whole window when more than ZINGER_LIST); the tile's pixels of rule 2e, listed in step 1, take the 3 x 3 local-maximum test (peak_candidate),
 //    which lists the candidates (at most one pixel in four: no two neighbours are both 3 x 3 maxima), and the
 //    block's threads then take one candidate each through peak_confirm on the shared window.  Each tile row's
 //    word of the peak mask and its count are written whole.
