@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from braggsieve.engine.csr import SLOT_BIN, SLOT_CLAMPED, SLOT_PICK_OUT, bin_slots, build_binning
+from braggsieve.engine.csr import SLOT_BIN, SLOT_CLAMPED, SLOT_PICK_OUT, bin_slots, build_binning, tile_bin_ranges
 from braggsieve.engine.params import IntegrationParams
 from braggsieve.engine.peaks import _interp
 from braggsieve.errors import ParameterError
@@ -139,3 +139,32 @@ def test_bin_slots_give_the_cpu_interpolation():
             frac = x - pos
             assert got == (1.0 - frac) * table[0, pos] + frac * table[0, min(pos + 1, last)], rr
     assert seen_clamped > 0 and seen_pick_out == 1
+
+
+@pytest.mark.parametrize("tile_h", [16, 64])
+def test_tile_bin_ranges_cover_exactly_the_bins_a_tile_reads(tile_h):
+    """The GPU tile pass copies to shared memory the bins read by a tile and its halo of 3: the range must be
+    the smallest holding i0 and (unless clamped) i0 + 1 of every pixel of the window, checked by brute force on
+    a ring geometry with a masked block, clamped pixels at both ends and partial tiles at the edges."""
+    ny, nx = 150, 205
+    rows, cols = np.mgrid[:ny, :nx]
+    r = np.hypot(rows - 40.3, cols - 121.6).astype(np.float32)
+    r[60:95, 10:80] = np.nan  # a masked block: some tiles and halos read no bin
+    radial = np.linspace(2.5, 117.5, 24)  # clamped below 2.5 and above 117.5, outside (0, 120]
+    slot, _ = bin_slots(r.ravel(), radial, (0.0, 120.0))
+    got = tile_bin_ranges(slot, (ny, nx), tile_h)
+    assert got.shape == (-(-ny // tile_h), -(-nx // 32), 2) and got.dtype == np.int32
+    grid = slot.reshape(ny, nx)
+    empty = 0
+    for ty in range(got.shape[0]):
+        for tx in range(got.shape[1]):
+            window = grid[max(ty * tile_h - 3, 0):ty * tile_h + tile_h + 3, max(tx * 32 - 3, 0):tx * 32 + 35]
+            window = window[window >= 0]
+            if window.size == 0:
+                assert tuple(got[ty, tx]) == (0, 0)
+                empty += 1
+                continue
+            first = window & SLOT_BIN
+            last = first + ((window & SLOT_CLAMPED) == 0)
+            assert tuple(got[ty, tx]) == (first.min(), last.max() - first.min() + 1), (ty, tx)
+    assert empty > 0 and (got[..., 1] > 1).any()

@@ -245,3 +245,38 @@ def bin_slots(radius: np.ndarray, radial: np.ndarray, radial_range) -> tuple[np.
     slot = i0 | np.where(inner, 0, SLOT_CLAMPED) | np.where(in_pick, 0, SLOT_PICK_OUT)
     slot = np.where(in_peak, slot, -1).astype(np.int32)
     return slot, w
+
+
+def tile_bin_ranges(slot: np.ndarray, shape: tuple[int, int], tile_h: int, tile_w: int = 32,
+                    halo: int = 3) -> np.ndarray:
+    """The bins whose tables each tile of a pixel grid reads (the GPU engine copies them to shared memory).
+
+    Args:
+        slot: int32 ``(ny * nx,)`` slots of :func:`bin_slots` (-1: the pixel reads no bin).  shape: (ny, nx).
+        tile_h, tile_w: tile size in pixels (rows, columns); halo: pixels read around each tile.
+
+    Returns:
+        int32 ``(ceil(ny / tile_h), ceil(nx / tile_w), 2)``: for the tile at (row block, column block), the first
+        bin and the number of bins read by its pixels and those of the halo around it (bin i0 and, unless
+        clamped, i0 + 1 of each pixel); (0, 0) when none of them reads a bin.
+    """
+    ny, nx = shape
+    slot = np.asarray(slot).reshape(ny, nx)
+    inside = slot >= 0
+    first = slot & SLOT_BIN
+    last = first + ((slot & SLOT_CLAMPED) == 0)
+    rows, cols = -(-ny // tile_h), -(-nx // tile_w)
+    none = np.iinfo(np.int32).max
+    lo = np.full((rows * tile_h + 2 * halo, cols * tile_w + 2 * halo), none, np.int64)
+    hi = np.full(lo.shape, -1, np.int64)
+    lo[halo:halo + ny, halo:halo + nx] = np.where(inside, first, none)
+    hi[halo:halo + ny, halo:halo + nx] = np.where(inside, last, -1)
+
+    def per_tile(a, reduce):  # over each tile's window of (tile_h + 2 halo) x (tile_w + 2 halo) pixels
+        by_col = np.stack([reduce(a[:, c * tile_w:(c + 1) * tile_w + 2 * halo], axis=1) for c in range(cols)],
+                          axis=1)
+        return np.stack([reduce(by_col[r * tile_h:(r + 1) * tile_h + 2 * halo], axis=0) for r in range(rows)])
+
+    first_bin, last_bin = per_tile(lo, np.min), per_tile(hi, np.max)
+    count = np.where(last_bin >= 0, last_bin - first_bin + 1, 0)
+    return np.stack([np.where(count > 0, first_bin, 0), count], axis=-1).astype(np.int32)

@@ -35,7 +35,7 @@ import numpy as np
 from ...errors import ParameterError
 from ..backend import BoundEngine, FrameResults
 from ..corrections import Corrections, detector_markers
-from ..csr import SLOT_BIN, SLOT_CLAMPED, SLOT_MASKED, SLOT_PICK_OUT, RadialBinning, bin_slots
+from ..csr import SLOT_MASKED, SLOT_PICK_OUT, RadialBinning, bin_slots, tile_bin_ranges
 from ..integrate import BinSums, profile_from_sums
 from ..params import ClipParams, IntegrationParams
 from ..peaks import PeakParams
@@ -167,32 +167,11 @@ class _Static:
         self._tile_bins: dict[int, cp.ndarray] = {}
 
     def tile_bins(self, tile_h: int) -> cp.ndarray:
-        """int32 (ceil(ny / tile_h), nwords, 2): for each tile of 32 x tile_h pixels, the first bin and the number
-        of bins whose tables its pixels and the halo of 3 around it read (0 when none lies in the radial
-        range)."""
+        """int32 (ceil(ny / tile_h), nwords, 2): for each tile of 32 x tile_h pixels of tile_pass, the first bin and
+        the number of bins whose tables its pixels and the halo of 3 around it read (engine/csr.py
+        tile_bin_ranges)."""
         if tile_h not in self._tile_bins:
-            ny, nx = self.shape
-            halo, width, big = 3, 32, np.iinfo(np.int32).max
-            slot = self._slot
-            inside = slot >= 0
-            first = slot & SLOT_BIN
-            last = first + ((slot & SLOT_CLAMPED) == 0)
-            rows, cols = -(-ny // tile_h), self.nwords
-            lo = np.full((rows * tile_h + 2 * halo, cols * width + 2 * halo), big, np.int64)
-            hi = np.full(lo.shape, -1, np.int64)
-            lo[halo:halo + ny, halo:halo + nx] = np.where(inside, first, big).reshape(ny, nx)
-            hi[halo:halo + ny, halo:halo + nx] = np.where(inside, last, -1).reshape(ny, nx)
-
-            def per_tile(a, reduce):  # over each tile's window of (tile_h + 6) x 38 pixels
-                by_col = np.stack([reduce(a[:, c * width:(c + 1) * width + 2 * halo], axis=1) for c in range(cols)],
-                                  axis=1)
-                return np.stack([reduce(by_col[r * tile_h:(r + 1) * tile_h + 2 * halo], axis=0)
-                                 for r in range(rows)])
-
-            first_bin, last_bin = per_tile(lo, np.min), per_tile(hi, np.max)
-            count = np.where(last_bin >= 0, last_bin - first_bin + 1, 0)
-            self._tile_bins[tile_h] = cp.asarray(np.stack([np.where(count > 0, first_bin, 0), count], axis=-1)
-                                                 .astype(np.int32))
+            self._tile_bins[tile_h] = cp.asarray(tile_bin_ranges(self._slot, self.shape, tile_h))
         return self._tile_bins[tile_h]
 
     def par(self, dtype: np.dtype, corrections: Corrections) -> cp.ndarray:
