@@ -201,7 +201,10 @@ def _assert_same_peaks(got, want, min_peaks=20):
 
 
 @pytest.mark.parametrize("dtype,dark,gain_map", [(np.uint32, False, False), (np.uint16, True, False),
-                                                  (np.int32, True, True), (np.float32, False, True)])
+                                                  (np.int32, True, True), (np.float32, False, True),
+                                                  # the shorter preprocessing of frames without dark or gain
+                                                  (np.uint16, False, False), (np.int32, False, False),
+                                                  (np.float32, False, False)])
 @pytest.mark.parametrize("error_model", ["poisson", "hybrid"])
 def test_process_matches_cpu_engine(dtype, dark, gain_map, error_model):
     frames, binning, corrections, params = _scene(dtype, dark=dark, gain_map=gain_map, error_model=error_model,
