@@ -164,6 +164,24 @@ def _scatter_to_csr(signal, variance, position, pixels):
                 pixels[f, p, 1] = variance[f, i]
 
 
+@numba.njit(cache=True)
+def chauvenet_factor(count):
+    """Chauvenet's clipping limit, in standard deviations, for a bin of ``count`` pixels (at least 3):
+    sqrt(2 ln(n / sqrt(2 pi))), float64."""
+    npix = max(3.0, count)
+    return np.sqrt(2.0 * np.log(npix / np.sqrt(2.0 * np.pi)))
+
+
+@numba.njit(cache=True)
+def chauvenet_factors(most: int) -> np.ndarray:
+    """float64 ``(most + 1,)``: :func:`chauvenet_factor` of 0, 1, ..., ``most`` pixels, the very numbers the
+    CPU engine computes (the CUDA engine looks them up instead of computing them)."""
+    out = np.empty(most + 1)
+    for n in range(most + 1):
+        out[n] = chauvenet_factor(float(n))
+    return out
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, order, azimuthal, hybrid, cutoff, cycles, out):
     """Sigma-clip every (frame, bin): pixels (nframes, nnz, 2) signal and variance and norm (nnz,) in CSR order,
@@ -185,8 +203,7 @@ def _sigma_clip_kernel(pixels, norm, indptr, coef, has_coef, order, azimuthal, h
                 break
             mean = acc[_SIGNAL] / acc[_NORM]
             std = np.sqrt((acc[_SCATTER] if scatter else acc[_VARIANCE]) / acc[_NORM2])
-            npix = max(3.0, acc[_COUNT])
-            limit = max(cutoff, np.sqrt(2.0 * np.log(npix / np.sqrt(2.0 * np.pi)))) * std
+            limit = max(cutoff, chauvenet_factor(acc[_COUNT])) * std
             kept = _discard_outliers(buf, n, has_coef, scatter, mean, limit, acc)
             if kept == n:
                 break

@@ -8,12 +8,14 @@ Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one C
    into the gather, every clipping cycle of a bin runs inside the block (float64 sums, decisions on float32
    copies with float64 checks near the limit);
 3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
-4. ``tile_pass``: one block per tile of 32 x 64 pixels, one thread per pixel: picking -> bit mask + counts
+4. ``tile_pass``: one block per tile of 64 x 64 pixels, one thread per pixel: picking -> bit mask + counts
    (``grow_picks`` adds the neighbours of spot pixels with ``cutoff_spot``), and the excess over the background
    with its peak mark for the tile and a halo of 3 in shared memory, zinger flags, the cheap peak tests list
    the candidates of the tile and its threads confirm them, one each -> bit mask of peaks + counts;
-5. prefix sums of the counts (``cupy.cumsum``), then ``emit_picks``/``emit_peak_index`` compact the results and
-   ``measure_peaks`` (one warp per peak) measures the peaks;
+5. the set bits of both masks counted per chunk of words and turned into offsets (``chunk_counts``,
+   ``chunk_offsets``, also the per-frame pointers), then ``emit_picks``/``emit_peak_index`` compact the results
+   (each thread adds the bits before its word within the chunk) and ``measure_peaks`` (PEAK_LANES lanes per peak)
+   measures the peaks;
 6. device -> host copies of the sums, backgrounds and frame pointers into pinned memory.
 
 ``process_many`` keeps ``streams`` batches in flight on as many CUDA streams, so that the copy of one batch
@@ -36,7 +38,7 @@ from ...errors import ParameterError
 from ..backend import BoundEngine, FrameResults
 from ..corrections import Corrections, detector_markers
 from ..csr import SLOT_MASKED, SLOT_PICK_OUT, RadialBinning, bin_slots, tile_bin_ranges
-from ..integrate import BinSums, profile_from_sums
+from ..integrate import BinSums, chauvenet_factors, profile_from_sums
 from ..params import ClipParams, IntegrationParams
 from ..peaks import PeakParams
 from ..pick import PickParams
@@ -44,17 +46,20 @@ from ..records import PEAK_FIELDS, PeakList, RadialProfile, SparseFrames
 from . import kernels
 
 CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
-CLIP_MIN_BLOCKS = 5      # blocks per multiprocessor that its register budget must allow
+CLIP_MIN_BLOCKS = 5      # blocks per multiprocessor that its register budget must allow (48 registers)
 CLIP_BATCH = 4           # pixels per thread whose loads the clipping gather issues together
 CLASS_STEP = 4096        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
 MAX_HIST = 64            # most clipping cycles
-TILE_H = 64              # rows of a tile of tile_pass (32 columns: one bit-mask word per row)
-TILE_WARPS = 8           # warps per tile block (each takes every TILE_WARPS-th row of the tile)
-TILE_MIN_BLOCKS = 5      # tile blocks per multiprocessor that its register budget must allow
+TILE_W = 64              # columns of a tile of tile_pass (a multiple of 32: one bit-mask word per 32 columns)
+TILE_H = 64              # rows of a tile of tile_pass
+TILE_WARPS = 8           # warps per tile block (each takes every TILE_WARPS-th 32-pixel unit of the tile)
+TILE_MIN_BLOCKS = 5      # tile blocks per multiprocessor that its register budget must allow (48 registers)
 TILE_BINS = 128          # most bins of a tile's background tables held in shared memory
 ZINGER_LIST = 512        # most zinger candidates of a tile listed (beyond: its whole window is scanned)
-EMIT_BLOCK = 256
-MEASURE_WARPS = 4        # peaks measured per block (one warp each)
+EMIT_BLOCK = 256         # words a block of the compaction kernels (a chunk)
+COUNT_WARPS = 8          # chunks counted per block of chunk_counts (one warp each)
+MEASURE_WARPS = 4        # warps per block of measure_peaks
+PEAK_LANES = 8           # lanes per peak in measure_peaks (32 / PEAK_LANES peaks a warp)
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
 _CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
           np.dtype(np.uint32): "unsigned int", np.dtype(np.int16): "short", np.dtype(np.int32): "int",
@@ -70,15 +75,15 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
     names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}, {flag[plain]}>",
              "tile": f"tile_pass<{ctype}, {flag[plain]}, {half}>", "picks": f"emit_picks<{ctype}>",
              "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
-             "tables": "background_tables", "offsets": "frame_offsets", "grow": "grow_picks"}
+             "tables": "background_tables", "chunk_counts": "chunk_counts", "chunk_offsets": "chunk_offsets",
+             "grow": "grow_picks"}
+    defines = {"CLIP_BLOCK": CLIP_BLOCK, "MAX_HIST": MAX_HIST, "CLIP_MIN_BLOCKS": CLIP_MIN_BLOCKS,
+               "CLIP_BATCH": CLIP_BATCH, "TILE_W": TILE_W, "TILE_H": TILE_H, "TILE_WARPS": TILE_WARPS,
+               "TILE_MIN_BLOCKS": TILE_MIN_BLOCKS, "TILE_BINS": TILE_BINS, "ZINGER_LIST": ZINGER_LIST,
+               "MEASURE_WARPS": MEASURE_WARPS, "PEAK_LANES": PEAK_LANES, "EMIT_BLOCK": EMIT_BLOCK,
+               "COUNT_WARPS": COUNT_WARPS}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
-                                                        f"-DCLIP_BLOCK={CLIP_BLOCK}", f"-DMAX_HIST={MAX_HIST}",
-                                                        f"-DCLIP_MIN_BLOCKS={CLIP_MIN_BLOCKS}",
-                                                        f"-DCLIP_BATCH={CLIP_BATCH}",
-                                                        f"-DTILE_H={TILE_H}", f"-DTILE_WARPS={TILE_WARPS}",
-                                                        f"-DTILE_MIN_BLOCKS={TILE_MIN_BLOCKS}", f"-DTILE_BINS={TILE_BINS}",
-                                                        f"-DZINGER_LIST={ZINGER_LIST}",
-                                                        f"-DMEASURE_WARPS={MEASURE_WARPS}"),
+                                                        *(f"-D{name}={value}" for name, value in defines.items())),
                           name_expressions=list(names.values()))
     functions = {key: module.get_function(name) for key, name in names.items()}
     functions["clip"].max_dynamic_shared_size_bytes = max_dynamic_shared()
@@ -94,6 +99,11 @@ def max_dynamic_shared() -> int:
 def _ptr(array) -> object:
     """A kernel pointer argument: the device array, or NULL for None."""
     return _NULL if array is None else array
+
+
+def _squares(*values: float) -> list[np.float64]:
+    """Kernel arguments x * x in float64, the products the CPU code forms (noise^2, cutoff^2)."""
+    return [np.float64(v) * np.float64(v) for v in values]
 
 
 def _device_f32(array) -> cp.ndarray | None:
@@ -135,13 +145,18 @@ class _Static:
         self.counts = np.bincount(rows[keep], minlength=binning.nbins)
         self.indptr = cp.asarray(np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64))
         kept = indices[keep]
-        self.indices = cp.asarray(kept.astype(np.int32))
         self.coef = None if binning.coef is None else _device_f32(np.asarray(binning.coef)[keep])
 
         def in_csr(array):
             return None if array is None else _device_f32(np.asarray(array, np.float32).ravel()[kept])
 
-        self.cnorm = in_csr(corrections.norm)
+        # kernels.CsrEntry of every kept entry, 8 bytes: flat pixel index, norm
+        entries = np.empty(len(kept), dtype=[("index", "<i4"), ("norm", "<f4")])
+        entries["index"] = kept
+        entries["norm"] = np.asarray(corrections.norm, np.float32).ravel()[kept]
+        self.entries = cp.asarray(entries.view(np.uint8))
+        # Chauvenet's factor of each possible pixel count of a bin (read when there is no pixel splitting)
+        self.chauvenet = cp.asarray(chauvenet_factors(int(self.counts.max(initial=0))))
         self.cdark = in_csr(corrections.dark)
         self.cdvar = in_csr(corrections.dark_variance)
         self.cgain = in_csr(gain_map)
@@ -159,20 +174,21 @@ class _Static:
         self.radial = cp.asarray(radial)
         self.shape = (ny, nx)
         self.nwords = (nx + 31) // 32
+        self.chunks_per_frame = -(-ny * self.nwords // EMIT_BLOCK)  # of the compaction (kernels.chunk_counts)
         # bit mask (ny, nwords) of the pixels inside the picking range (the neighbours that cutoff_spot may add)
         padded = np.zeros((ny, self.nwords * 32), bool)
         padded[:, :nx] = pick_range.reshape(ny, nx)
         self.range_words = cp.asarray(np.packbits(padded, axis=1, bitorder="little").view("<u4").astype(np.uint32))
         self._slot = slot
-        self._tile_bins: dict[int, cp.ndarray] = {}
+        self._tile_bins: dict[tuple[int, int], cp.ndarray] = {}
 
-    def tile_bins(self, tile_h: int) -> cp.ndarray:
-        """int32 (ceil(ny / tile_h), nwords, 2): for each tile of 32 x tile_h pixels of tile_pass, the first bin and
-        the number of bins whose tables its pixels and the halo of 3 around it read (engine/csr.py
-        tile_bin_ranges)."""
-        if tile_h not in self._tile_bins:
-            self._tile_bins[tile_h] = cp.asarray(tile_bin_ranges(self._slot, self.shape, tile_h))
-        return self._tile_bins[tile_h]
+    def tile_bins(self, tile_h: int, tile_w: int) -> cp.ndarray:
+        """int32 (ceil(ny / tile_h), ceil(nx / tile_w), 2): for each tile of tile_w x tile_h pixels of tile_pass,
+        the first bin and the number of bins whose tables its pixels and the halo of 3 around it read
+        (engine/csr.py tile_bin_ranges)."""
+        if (tile_h, tile_w) not in self._tile_bins:
+            self._tile_bins[tile_h, tile_w] = cp.asarray(tile_bin_ranges(self._slot, self.shape, tile_h, tile_w))
+        return self._tile_bins[tile_h, tile_w]
 
     def par(self, dtype: np.dtype, corrections: Corrections) -> cp.ndarray:
         """The float64 scalar parameters of kernels.PAR_* for frames of ``dtype``."""
@@ -216,8 +232,8 @@ class _Slot:
             self.filled = cp.empty((2, nframes, nbins), np.float32)
             # picked pixels, peaks, spot pixels (cutoff_spot)
             self.words = cp.zeros((3, nwords), np.uint32)
-            self.counts = cp.zeros((2, nwords), np.int32)
-            self.scan = cp.zeros((2, nwords), np.int64)
+            # per mask: the set bits before each chunk of EMIT_BLOCK words, then their total (kernels.chunk_offsets)
+            self.chunks = cp.zeros(2 * (nframes * e.static.chunks_per_frame + 1), np.int64)
             self.fptr = cp.zeros((2, nframes + 1), np.int64)
             self.h_sums = cupyx.empty_pinned(self.sums.shape, np.float64)
             self.h_filled = cupyx.empty_pinned(self.filled.shape, np.float32)
@@ -292,8 +308,8 @@ class _Slot:
             self._mark("h2d")
             for bins, cap in e._bin_classes:
                 fns["clip"]((len(bins) * n,), (CLIP_BLOCK,),
-                            (d_frames, np.int32(n), np.int64(ny * nx), np.int32(nbins), bins, s.indptr, s.indices,
-                             _ptr(s.coef), s.cnorm, _ptr(s.cdark), _ptr(s.cdvar), _ptr(s.cgain), par,
+                            (d_frames, np.int32(n), np.int64(ny * nx), np.int32(nbins), bins, s.indptr, s.entries,
+                             _ptr(s.coef), _ptr(s.cdark), _ptr(s.cdvar), _ptr(s.cgain), par, s.chauvenet,
                              np.int32(cycles), np.float64(e.clip.cutoff_clip), np.int32(e._scatter(cycles)),
                              np.int32(cap), self.sums),
                             shared_mem=cap * e._item_bytes)
@@ -319,25 +335,27 @@ class _Slot:
         self._mark("tables")
         pk, pp = e.peak_params, e.pick_params
         grow = self.sparse and pp.cutoff_spot > 0
-        fns["tile"]((n, s.nwords, -(-ny // TILE_H)), (32 * TILE_WARPS,),
-                    (d_frames, np.int32(ny), np.int32(nx), np.int32(s.nwords), s.pix, s.tile_bins(TILE_H),
+        fns["tile"]((n, -(-nx // TILE_W), -(-ny // TILE_H)), (32 * TILE_WARPS,),
+                    (d_frames, np.int32(ny), np.int32(nx), np.int32(s.nwords), s.pix, s.tile_bins(TILE_H, TILE_W),
                      _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap), par, self.prof, np.int32(nbins),
-                     np.float64(pp.noise), np.float64(pp.cutoff_pick), np.float64(pp.cutoff_spot),
-                     np.float64(pk.noise), np.float64(pk.cutoff_peak), np.float64(pk.spread_snr),
-                     np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"), np.int32(self.sparse),
-                     np.int32(self.peaks), self.words[0], self.words[2] if grow else _NULL, self.counts[0],
-                     self.words[1], self.counts[1]))
+                     np.float64(pp.noise), *_squares(pp.noise, pp.cutoff_pick, pp.cutoff_spot),
+                     *_squares(pk.noise), np.float64(pk.cutoff_peak), *_squares(pk.cutoff_peak),
+                     np.float64(pk.spread_snr), np.float64(pk.min_spread), np.int32(pk.near_mask == "reject"),
+                     np.int32(self.sparse),
+                     np.int32(self.peaks), self.words[0], self.words[2] if grow else _NULL, self.words[1]))
         self._mark("tiles")
         if grow:
-            fns["grow"](((nwords + EMIT_BLOCK - 1) // EMIT_BLOCK,), (EMIT_BLOCK,),
+            fns["grow"]((-(-nwords // EMIT_BLOCK),), (EMIT_BLOCK,),
                         (np.int64(nwords), np.int32(ny), np.int32(s.nwords), self.words[2], s.range_words,
-                         self.words[0], self.counts[0]))
+                         self.words[0]))
+        nchunks, per_frame = n * s.chunks_per_frame, np.int32(s.chunks_per_frame)
+        fns["chunk_counts"]((-(-nchunks // COUNT_WARPS), 2), (32 * COUNT_WARPS,),
+                            (self.words, np.int64(self.words.shape[1]), np.int64(ny * s.nwords), per_frame,
+                             self.chunks, np.int32(nchunks)))
+        fns["chunk_offsets"]((2,), (1024,), (self.chunks, np.int32(nchunks), per_frame, np.int32(n), self.fptr,
+                                             np.int64(self.fptr.shape[1])))
         for k, wanted in enumerate((self.sparse, self.peaks)):
-            if wanted:
-                cp.cumsum(self.counts[k, :nwords], dtype=np.int64, out=self.scan[k, :nwords])
-                fns["offsets"](((n + 127) // 128,), (128,), (self.scan[k], np.int64(ny * s.nwords), np.int32(n),
-                                                             self.fptr[k]))
-            else:
+            if not wanted:  # its words are those of an earlier batch
                 self.fptr[k].fill(0)
         self._mark("scan")
         self._emit(fns, d_frames, par, n)
@@ -346,27 +364,33 @@ class _Slot:
     def _emit(self, fns, d_frames, par, n) -> None:
         e, s = self.engine, self.engine.static
         ny, nx = s.shape
-        nwords = n * ny * s.nwords
-        grid = ((nwords + EMIT_BLOCK - 1) // EMIT_BLOCK,)
+        grid = (n * s.chunks_per_frame,)
+        per_frame = np.int32(s.chunks_per_frame)
         if self.sparse:
             dtype = d_frames.dtype
             integer = dtype.kind in "iu"
             lo, hi = (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) if integer else (0.0, 0.0)
             fns["picks"](grid, (EMIT_BLOCK,),
-                         (d_frames, np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[0],
-                          self.scan[0], _ptr(s.dark), np.int32(integer), np.float64(lo), np.float64(hi),
-                          np.int64(self.pick_cap), self.pick_index, self.pick_value))
+                         (d_frames, np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[0],
+                          self._offsets(0, n), per_frame, _ptr(s.dark), np.int32(integer), np.float64(lo),
+                          np.float64(hi), np.int64(self.pick_cap), self.pick_index, self.pick_value))
         if self.peaks:
             pk = e.peak_params
             fns["peak_index"](grid, (EMIT_BLOCK,),
-                              (np.int64(nwords), np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[1],
-                               self.scan[1], np.int64(self.peak_cap), self.peak_index, self.peak_at))
-            fns["measure"](((self.peak_cap + MEASURE_WARPS - 1) // MEASURE_WARPS,), (32 * MEASURE_WARPS,),
+                              (np.int32(ny), np.int32(nx), np.int32(s.nwords), self.words[1], self._offsets(1, n),
+                               per_frame, np.int64(self.peak_cap), self.peak_index, self.peak_at))
+            per_block = 32 * MEASURE_WARPS // PEAK_LANES
+            fns["measure"]((-(-self.peak_cap // per_block),), (32 * MEASURE_WARPS,),
                            (d_frames, self.fptr[1, n:], np.int32(ny), np.int32(nx), self.peak_at,
                             s.pix, _ptr(s.dark), _ptr(s.dvar), _ptr(s.gmap),
-                            _ptr(s.dspacing), par, self.prof, np.int32(e.binning.nbins), np.float64(pk.noise),
-                            np.float64(pk.cutoff_peak), np.float64(pk.min_spread), np.int64(self.peak_cap),
+                            _ptr(s.dspacing), par, self.prof, np.int32(e.binning.nbins),
+                            *_squares(pk.noise, pk.cutoff_peak), np.float64(pk.min_spread), np.int64(self.peak_cap),
                             self.peak_f, self.peak_npix))
+
+    def _offsets(self, k: int, n: int) -> cp.ndarray:
+        """Mask k's set bits before each chunk of a batch of n frames (kernels.chunk_offsets' layout)."""
+        nchunks = n * self.engine.static.chunks_per_frame
+        return self.chunks[k * (nchunks + 1):(k + 1) * (nchunks + 1)]
 
     def collect(self) -> FrameResults:
         """Wait for this slot's batch and return its results (host arrays owned by the caller)."""

@@ -54,7 +54,6 @@ SOURCE = f"""
 #define NAN_F __int_as_float(0x7fc00000)
 #define INF_F __int_as_float(0x7f800000)
 #define NAN_D __longlong_as_double(0x7ff8000000000000LL)
-#define TILE_W 32
 
 struct Par {
     double gain, dummy, delta_dummy, saturation, m0, m1;
@@ -119,17 +118,27 @@ __device__ __forceinline__ double interp(const double* __restrict__ tab, const P
     return tab[X.i0 * NTAB + k] * (1.0 - X.w) + tab[X.i1 * NTAB + k] * X.w;
 }
 
-// The first four tables (TAB_PMEAN, TAB_STD; TAB_FMEAN, TAB_FSTD) of bin i in two 16-byte loads, from rows of
-// `stride` doubles starting at bin lo (a tile's copy in shared memory, or the frame's tables).
-struct BinTables {
+// The first four tables (TAB_PMEAN, TAB_STD; TAB_FMEAN, TAB_FSTD) of bin i in two 16-byte loads, from the frame's
+// tables in device memory (GlobalBins: rows of NTAB doubles) or from a tile's copy of bins lo, lo + 1, ... in
+// shared memory (SharedBins: two double2 a bin), so that the compiler emits shared-memory loads for the latter.
+struct GlobalBins {
     const double* rows;
-    int lo, stride;
 };
 
-__device__ __forceinline__ void load_bin(const BinTables& t, int i, double2& peak, double2& pick) {
-    const double2* row = reinterpret_cast<const double2*>(t.rows + (i - t.lo) * t.stride);
+struct SharedBins {
+    const double2* rows;
+    int lo;
+};
+
+__device__ __forceinline__ void load_bin(const GlobalBins& t, int i, double2& peak, double2& pick) {
+    const double2* row = reinterpret_cast<const double2*>(t.rows + i * NTAB);
     peak = row[0];
     pick = row[1];
+}
+
+__device__ __forceinline__ void load_bin(const SharedBins& t, int i, double2& peak, double2& pick) {
+    peak = t.rows[2 * (i - t.lo)];
+    pick = t.rows[2 * (i - t.lo) + 1];
 }
 
 // signal (photons) and Poisson variance (photons^2) of one raw value, NaN when invalid in this frame.
@@ -196,13 +205,16 @@ __device__ __forceinline__ bool slot_masked(int sl) { return sl < 0 || (sl & SLO
 
 // Sums x[0..N) over the block into warp 0: every lane of warp 0 gets the totals (the other warps' x are left
 // holding their own warp's sums).  part: N * 32 doubles of shared memory, which the caller must not write again
-// before a barrier has followed warp 0's reading of it.
+// before a barrier has followed warp 0's reading of it.  A warp none of whose lanes has `nonzero` set (all its x
+// are +0.0) skips its reduction and contributes +0.0, which is what the reduction would give.
 template <int N>
-__device__ __forceinline__ void block_totals(double (&x)[N], double* part) {
+__device__ __forceinline__ void block_totals(double (&x)[N], double* part, bool nonzero = true) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+    if (__any_sync(0xffffffffu, nonzero)) {
 #pragma unroll
-    for (int i = 0; i < N; ++i)
-        for (int o = 16; o > 0; o >>= 1) x[i] += __shfl_xor_sync(0xffffffffu, x[i], o);
+        for (int i = 0; i < N; ++i)
+            for (int o = 16; o > 0; o >>= 1) x[i] += __shfl_xor_sync(0xffffffffu, x[i], o);
+    }
     if (lane == 0) {
 #pragma unroll
         for (int i = 0; i < N; ++i) part[i * 32 + warp] = x[i];
@@ -267,12 +279,20 @@ __device__ __forceinline__ double add_pixel(double (&x)[ClipSums<COEF>::N], floa
     return w * cs;
 }
 
+// A CSR entry of the clipping kernel, 8 bytes (engine.py _Static.entries): the flat pixel index and its norm.
+struct __align__(8) CsrEntry {
+    int index;
+    float norm;
+};
+
+// chauvenet: without pixel splitting (the count of a bin is then its number of pixels), Chauvenet's factor of
+// n pixels at [n] (engine/integrate.py chauvenet_factors: the CPU's very numbers), n up to the largest bin.
 template <typename T, bool COEF, bool DVAR, bool PLAIN>
 __global__ void __launch_bounds__(CLIP_BLOCK, CLIP_MIN_BLOCKS)
 sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins, const int* __restrict__ bin_list,
-           const long long* __restrict__ indptr, const int* __restrict__ indices, const float* __restrict__ coef,
-           const float* __restrict__ cnorm, const float* __restrict__ cdark, const float* __restrict__ cdvar,
-           const float* __restrict__ cgain, const double* __restrict__ par,
+           const long long* __restrict__ indptr, const CsrEntry* __restrict__ entries,
+           const float* __restrict__ coef, const float* __restrict__ cdark, const float* __restrict__ cdvar,
+           const float* __restrict__ cgain, const double* __restrict__ par, const double* __restrict__ chauvenet,
            int cycles, double cutoff, int with_scatter, int cap, double* __restrict__ out) {
     constexpr int N = ClipSums<COEF>::N;
     __shared__ double part[N * 32];
@@ -290,8 +310,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     const long long start = indptr[b];
     const int size = (int)(indptr[b + 1] - start), held = min(size, cap);  // entry j of the bin: start + j
     const T* frame = frames + (long long)f * npix;
-    indices += start;
-    cnorm += start;
+    entries += start;
     if (COEF) coef += start;
     if (cdark) cdark += start;
     if (DVAR) cdvar += start;
@@ -308,8 +327,9 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     };
     // the same and its norm, gathered
     auto gather = [&](int j, float& s, float& var, float& nr, float& c) {
-        signal(j, frame[indices[j]], s, var, c);
-        nr = cnorm[j];
+        const CsrEntry e = entries[j];
+        signal(j, frame[e.index], s, var, c);
+        nr = e.norm;
     };
     auto in_history = [&](double value) -> bool {  // passes every earlier cycle's test
         for (int h = 0; h < nh; ++h)
@@ -327,8 +347,9 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
 #pragma unroll
         for (int u = 0; u < CLIP_BATCH; ++u) {
             const int t = t0 + u * CLIP_BLOCK;
-            at[u] = t < size ? indices[t] : -1;
-            norms[u] = t < size ? cnorm[t] : 1.0f;
+            const CsrEntry e = t < size ? entries[t] : CsrEntry{-1, 1.0f};
+            at[u] = e.index;
+            norms[u] = e.norm;
         }
 #pragma unroll
         for (int u = 0; u < CLIP_BATCH; ++u) raw[u] = at[u] >= 0 ? frame[at[u]] : (T)0;
@@ -385,9 +406,10 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
             if (go) {
                 const double std = sqrt((scatter ? vv : acc[2]) / acc[4]);
                 const double npx = acc[0] > 3.0 ? acc[0] : 3.0;
-                const double chauvenet = sqrt(2.0 * log(npx / sqrt(2.0 * 3.141592653589793)));
+                const double factor = COEF ? sqrt(2.0 * log(npx / sqrt(2.0 * 3.141592653589793)))
+                                           : chauvenet[(int)acc[0]];
                 const double mean = acc[1] / acc[3];
-                const double limit = (cutoff > chauvenet ? cutoff : chauvenet) * std;
+                const double limit = (cutoff > factor ? cutoff : factor) * std;
                 go = limit >= 0.0;  // NaN std: the CPU's test discards nothing either
                 if (go) {
                     // a copy lies within 2^-22 of its value (relative; + 3e-45 for subnormal ones), far inside
@@ -414,17 +436,28 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         double y[N];  // what the pixels failing the new test contribute
 #pragma unroll
         for (int i = 0; i < N; ++i) y[i] = 0.0;
-        for (int t = threadIdx.x; t < held; t += CLIP_BLOCK) {
-            const float copy = sval[t];
-            if (copy >= in_lo && copy <= in_hi) continue;
-            if (isnan(copy)) continue;
-            float s, var, nr, c;
-            gather(t, s, var, nr, c);
-            const bool out = (fabsf(copy) < INF_F && (copy < out_lo || copy > out_hi))
-                             || fabs((double)s / (double)nr - mean) > limit;
-            if (out) {
-                p -= add_pixel<COEF>(y, s, var, nr, c);
-                sval[t] = NAN_F;
+        bool removed_any = false;
+        for (int t0 = threadIdx.x; t0 < held; t0 += CLIP_BATCH * CLIP_BLOCK) {
+            float copies[CLIP_BATCH];  // the batch's copies first, so that their latencies overlap
+#pragma unroll
+            for (int u = 0; u < CLIP_BATCH; ++u) {
+                const int t = t0 + u * CLIP_BLOCK;
+                copies[u] = t < held ? sval[t] : NAN_F;
+            }
+#pragma unroll
+            for (int u = 0; u < CLIP_BATCH; ++u) {
+                const float copy = copies[u];
+                if ((copy >= in_lo && copy <= in_hi) || isnan(copy)) continue;
+                const int t = t0 + u * CLIP_BLOCK;
+                float s, var, nr, c;
+                gather(t, s, var, nr, c);
+                const bool out = (fabsf(copy) < INF_F && (copy < out_lo || copy > out_hi))
+                                 || fabs((double)s / (double)nr - mean) > limit;
+                if (out) {
+                    p -= add_pixel<COEF>(y, s, var, nr, c);
+                    removed_any = true;
+                    sval[t] = NAN_F;
+                }
             }
         }
         for (int j = held + threadIdx.x; j < size; j += CLIP_BLOCK) {
@@ -432,9 +465,12 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
             gather(j, s, var, nr, c);
             if (isnan(s)) continue;
             const double value = (double)s / (double)nr;
-            if (in_history(value) && fabs(value - mean) > limit) p -= add_pixel<COEF>(y, s, var, nr, c);
+            if (in_history(value) && fabs(value - mean) > limit) {
+                p -= add_pixel<COEF>(y, s, var, nr, c);
+                removed_any = true;
+            }
         }
-        block_totals<N>(y, part);
+        block_totals<N>(y, part, removed_any);
         ++nh;
         if (lead) {
             const double removed = COEF ? y[N - 1] : y[0];
@@ -529,44 +565,43 @@ __global__ void background_tables(const double* __restrict__ sums, int nframes, 
 #define MARK_MAYBE 3
 #define MARK_STRONG 4
 
+// peaks.py _pixel_var: sigma_p^2 = std(r)^2 + noise^2 (float64) of a pixel whose two bins hold (mean, std) peak0
+// and peak1, weight wp of the upper one; noise2 = noise * noise (the CPU's product).
+__device__ __forceinline__ double peak_var(double2 peak0, double2 peak1, double wp, double noise2) {
+    const double sd = peak0.y * (1.0 - wp) + peak1.y * wp;
+    return sd * sd + noise2;
+}
+
 // peaks.py _excess of a pixel with signal s, norm nrm, q = s / nrm (float32) and slot sl (-1: outside the radial
 // range): returns v = q - bg(r) (float64 difference, returned as float32; NaN when missing), with bg NaN in the
 // bins whose std is not finite; mark = MARK_STRONG where v > 0 and v^2 >= cutoff^2 sigma_p^2 (zinger
-// candidates), MARK_MAYBE where 16 v^2 >= cutoff^2 sigma_p^2 (rule 2e), both tested on the float64 v; var =
-// sigma_p^2 = std(r)^2 + noise^2 (peaks.py _pixel_var, float64), 0 outside the range.  peak0/peak1: (mean, std)
-// of the pixel's two bins (load_bin); cutoff2 = cutoff * cutoff, noise2 = noise * noise (the CPU's products).
+// candidates), MARK_MAYBE where 16 v^2 >= cutoff^2 sigma_p^2 (rule 2e), both tested on the float64 v.
+// peak0/peak1: (mean, std) of the pixel's two bins (load_bin); cutoff2 = cutoff * cutoff.
 __device__ __forceinline__ float peak_excess(double2 peak0, double2 peak1, float s, float nrm, float q, int sl,
-                                             double wp, double noise2, double cutoff2, unsigned char& mark,
-                                             double& var) {
+                                             double wp, double noise2, double cutoff2, unsigned char& mark) {
     mark = MARK_NONE;
-    var = 0.0;
-    if (sl < 0) return NAN_F;
-    const double sd = peak0.y * (1.0 - wp) + peak1.y * wp;
-    var = sd * sd + noise2;
-    if (!isfinite(s) || !(nrm > 0.0f)) return NAN_F;
+    if (sl < 0 || !isfinite(s) || !(nrm > 0.0f)) return NAN_F;
     const double b = peak0.x * (1.0 - wp) + peak1.x * wp;
     if (!isfinite(b)) return NAN_F;
     const double v = (double)q - b;
     if (v > 0.0) {
         const double v2 = v * v;
-        const double t2 = cutoff2 * var;
+        const double t2 = cutoff2 * peak_var(peak0, peak1, wp, noise2);
         if (v2 >= t2) mark = MARK_STRONG;
         else if (v2 * 16.0 >= t2) mark = MARK_MAYBE;
     }
     return (float)v;
 }
 
-// v, mark and sigma_p^2 of flat pixel p of a frame (inside the image); tab: the background tables.
-template <typename T, bool PLAIN>
-__device__ __forceinline__ float peak_excess_at(const Par& P, const BinTables& tab,
-                                                const T* __restrict__ frame, int p,
+// v and mark of flat pixel p of a frame (inside the image); tab: the background tables (GlobalBins, SharedBins).
+template <typename T, bool PLAIN, typename Tables>
+__device__ __forceinline__ float peak_excess_at(const Par& P, const Tables& tab, const T* __restrict__ frame, int p,
                                                 const PixelStatic* __restrict__ pix, const float* __restrict__ dark,
                                                 const float* __restrict__ dvar, const float* __restrict__ gmap,
-                                                double noise2, double cutoff2, unsigned char& mark, double& var) {
+                                                double noise2, double cutoff2, unsigned char& mark) {
     const PixelStatic st = pix[p];
     if (st.slot < 0) {
         mark = MARK_NONE;
-        var = 0.0;
         return NAN_F;
     }
     float s, pvar;
@@ -575,23 +610,24 @@ __device__ __forceinline__ float peak_excess_at(const Par& P, const BinTables& t
     double2 peak0, peak1, pick;
     load_bin(tab, X.i0, peak0, pick);
     load_bin(tab, X.i1, peak1, pick);
-    return peak_excess(peak0, peak1, s, st.norm, quotient(s, st.norm), st.slot, st.w, noise2, cutoff2, mark, var);
+    return peak_excess(peak0, peak1, s, st.norm, quotient(s, st.norm), st.slot, st.w, noise2, cutoff2, mark);
 }
 
 // pick.py _classify for a pixel inside picking's radial range: 0 = not picked, 1 = picked, 2 = picked and above
 // the spot threshold (its 8 neighbours are kept too), from the gap-filled tables (finite, so that the place
 // gives _classify's interpolation at the ends too; pick0/pick1: (mean, std) of its two bins, weight wp of the
-// upper one); invalid pixels are picked when they are overloads.
+// upper one); invalid pixels are picked when they are overloads.  noise2, cutoff2, spot2: the squares of noise,
+// cutoff_pick and cutoff_spot (the CPU's products).
 template <typename T>
 __device__ __forceinline__ int pick_state(const Par& P, T raw, float s, float q, double2 pick0, double2 pick1,
-                                          double wp, double noise, double noise2, double cutoff2, double spot) {
-    if (!isfinite(s)) return (double)raw >= P.saturation ? (spot > 0.0 ? 2 : 1) : 0;
+                                          double wp, double noise, double noise2, double cutoff2, double spot2) {
+    if (!isfinite(s)) return (double)raw >= P.saturation ? (spot2 > 0.0 ? 2 : 1) : 0;
     const double excess = (double)q - ((1.0 - wp) * pick0.x + wp * pick1.x);
     if (excess <= noise) return 0;
     const double sd = (1.0 - wp) * pick0.y + wp * pick1.y;
     const double sigma2 = sd * sd + noise2;
     if (!(excess * excess > cutoff2 * sigma2)) return 0;  // excess > cutoff * sigma, both positive
-    return (spot > 0.0 && excess * excess > spot * spot * sigma2) ? 2 : 1;
+    return (spot2 > 0.0 && excess * excess > spot2 * sigma2) ? 2 : 1;
 }
 
 // The windows below (row width W) hold NaN at positions outside the image, which every rule treats like
@@ -630,15 +666,17 @@ __device__ __forceinline__ bool peak_candidate(const float* sv, const unsigned c
 }
 
 // peak_confirm, for a candidate: the 3 x 3 box detection, the spread guard and the local maximum of the patch.
-// norm0: the centre pixel's norm; var_at(di, dj): sigma_p^2 (float64) of the pixel at offset (di, dj), asked only
-// for usable ones.
-template <int H, typename VarAt>
+// norm_at(): the centre pixel's norm; var_at(di, dj): sigma_p^2 (float64) of the pixel at offset (di, dj), asked
+// only for usable ones; var_floor: a lower bound of every usable pixel's sigma_p^2 (0 when none is known), with
+// which most candidates fail the box test before their variances are read.
+template <int H, typename NormAt, typename VarAt>
 __device__ __forceinline__ bool peak_confirm(const float* sv, const unsigned char* sm, int W, int a, int b,
                                              double cutoff, double spread_snr, double min_spread, bool reject,
-                                             float norm0, VarAt var_at) {
+                                             double var_floor, NormAt norm_at, VarAt var_at) {
     const int c = a * W + b;
     const float v0 = sv[c];
-    double box = 0.0, box_var = 0.0, nb_var = 0.0;  // b: the 3 x 3 detection
+    double box = 0.0;  // b: the 3 x 3 detection, box >= cutoff sqrt(box_var) + the skewness term
+    int usable = 0;
 #pragma unroll
     for (int di = -1; di <= 1; ++di)
 #pragma unroll
@@ -646,12 +684,32 @@ __device__ __forceinline__ bool peak_confirm(const float* sv, const unsigned cha
             const int k = c + di * W + dj;
             if (isfinite(sv[k]) && sm[k] != MARK_ZINGER) {
                 box += (double)sv[k];
-                const double q_var = var_at(di, dj);
-                box_var += q_var;
-                if (di != 0 || dj != 0) nb_var += q_var;
+                ++usable;
             }
         }
-    if (box < cutoff * sqrt(box_var) + (cutoff * cutoff - 1.0) / (6.0 * (double)norm0)) return false;
+    // the skewness term, when it is >= 0 (cutoff >= 1) left out of the necessary test below
+    auto skew = [&]() { return (cutoff * cutoff - 1.0) / (6.0 * (double)norm_at()); };
+    // a necessary condition: box_var >= usable * var_floor, and each rounded operation of the test is monotonic
+    if (box < cutoff * sqrt((double)usable * var_floor) + (cutoff >= 1.0 ? 0.0 : skew())) return false;
+    double box_var = 0.0, nb_var = 0.0;
+#pragma unroll
+    for (int di = -1; di <= 1; ++di) {
+        bool ok[3];
+        double q_var[3];  // a row's variances read first, so that their loads overlap
+#pragma unroll
+        for (int dj = -1; dj <= 1; ++dj) {
+            const int k = c + di * W + dj;
+            ok[dj + 1] = isfinite(sv[k]) && sm[k] != MARK_ZINGER;
+            q_var[dj + 1] = ok[dj + 1] ? var_at(di, dj) : 0.0;
+        }
+#pragma unroll
+        for (int dj = -1; dj <= 1; ++dj)
+            if (ok[dj + 1]) {
+                box_var += q_var[dj + 1];
+                if (di != 0 || dj != 0) nb_var += q_var[dj + 1];
+            }
+    }
+    if (box < cutoff * sqrt(box_var) + skew()) return false;
     const double guard = spread_snr * sqrt(nb_var);  // c: spread over the neighbours
     const double least = min_spread * (double)v0;
     if (box - (double)v0 < (least > guard ? least : guard)) return false;
@@ -678,98 +736,105 @@ __device__ __forceinline__ bool peak_confirm(const float* sv, const unsigned cha
     return true;
 }
 
-// Appends item to list (at *count, in shared memory; items beyond cap are counted, not stored) for the lanes
-// that take it; the whole warp calls it.
-__device__ __forceinline__ void warp_append(bool take, unsigned short item, unsigned short* list, int* count,
-                                            int cap) {
-    const unsigned int ballot = __ballot_sync(0xffffffffu, take);
-    const int lane = threadIdx.x & 31;
-    int first = 0;
-    if (lane == 0 && ballot) first = atomicAdd(count, __popc(ballot));
-    first = __shfl_sync(0xffffffffu, first, 0);
-    const int at = first + __popc(ballot & ((1u << lane) - 1u));
-    if (take && at < cap) list[at] = item;
-}
-
-// Picking and peak finding of one tile of TILE_W x TILE_H pixels: one block of 32 x TILE_WARPS threads per
-// (frame, tile), frames fastest so that the blocks of the same pixels share the static arrays in L2.
-// 1. The tile's pixels, a warp per row (row = warp + k TILE_WARPS), one thread per pixel: preprocessing,
-//    picking (pick.py: the row's 32-pixel word of the bit mask by __ballot_sync and its count by __popc;
-//    spot_words, when not NULL, gets the pixels of state 2 for grow_picks) and, for peaks, the excess v, its
-//    mark and sigma_p^2 (peaks.py _excess) into shared memory; the next row's loads are issued before this
-//    row's arithmetic.  The pixels of rule 2e and the zinger candidates (MARK_STRONG) are listed.
-// 2. For peaks, the same v and marks for a halo of 3 pixels around the tile (sigma_p^2 in its first ring): the
-//    rules read 2 pixels beyond a candidate and the zinger test of those one more.
-// 3. Zinger flags (peaks.py _flag_zingers, a function of v alone) for the listed zinger candidates of the tile
-//    and the two rings that the rules read (the whole window when more than ZINGER_LIST); the tile's pixels of rule 2e, listed in step 1, take the 3 x 3 local-maximum test (peak_candidate),
-//    which lists the candidates (at most one pixel in four: no two neighbours are both 3 x 3 maxima), and the
-//    block's threads then take one candidate each through peak_confirm on the shared window.  Each tile row's
-//    word of the peak mask and its count are written whole.
+// Picking and peak finding of one tile of TILE_W x TILE_H pixels (TILE_W a multiple of 32): one block of
+// 32 x TILE_WARPS threads per (frame, tile), frames fastest so that the blocks of the same pixels share the static
+// arrays in L2.  A unit is 32 pixels of a tile row, the pixels of one word of the bit masks.
+// 1. The tile's pixels, a warp per unit (unit = warp + k TILE_WARPS), one thread per pixel: preprocessing, picking
+//    (pick.py: the unit's word of the bit mask by __ballot_sync; spot_words, when not NULL, gets the pixels of
+//    state 2 for grow_picks) and, for peaks, the excess v and its mark (peaks.py _excess) into shared memory, the
+//    pixels of rule 2e as a word per unit, the zinger candidates (MARK_STRONG) listed; the next unit's loads are
+//    issued before this unit's arithmetic.
+// 2. For peaks, the same v and marks for a halo of 3 pixels around the tile: the rules read 2 pixels beyond a
+//    candidate and the zinger test of those one more.
+// 3. Zinger flags (peaks.py _flag_zingers, a function of v alone) for the listed zinger candidates of the tile and
+//    its halo (the whole window when more than ZINGER_LIST), while the words of rule 2e are expanded into a list;
+//    those pixels take the 3 x 3 local-maximum test (peak_candidate), which lists the candidates (at most one
+//    pixel in four: no two neighbours are both 3 x 3 maxima), and the block's threads then take one candidate
+//    each through peak_confirm on the shared window, with sigma_p^2 of its 3 x 3 box computed again from the
+//    static record and the tables.  Each unit's word of the peak mask is written whole.
 // The background tables of the bins that the tile and its halo read (tile_bins, engine.py _Static.tile_bins) are
-// copied to shared memory first when there are at most TILE_BINS of them.
+// copied to shared memory first when there are at most TILE_BINS of them, else read from device memory.
+// pick_noise2, pick_cutoff2, pick_spot2, peak_noise2, peak_cutoff2: squares of the parameters (the CPU's
+// products).
 template <typename T, bool PLAIN, int H>
 __global__ void __launch_bounds__(32 * TILE_WARPS, TILE_MIN_BLOCKS)
 tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelStatic* __restrict__ pix,
           const int2* __restrict__ tile_bins,
           const float* __restrict__ dark, const float* __restrict__ dvar, const float* __restrict__ gmap,
           const double* __restrict__ par, const double* __restrict__ prof, int nbins,
-          double pick_noise, double pick_cutoff, double pick_spot, double peak_noise, double peak_cutoff,
-          double spread_snr, double min_spread, int reject, int do_pick, int do_peaks,
-          unsigned int* __restrict__ pick_words, unsigned int* __restrict__ spot_words, int* __restrict__ pick_counts,
-          unsigned int* __restrict__ peak_words, int* __restrict__ peak_counts) {
-    const int G = 3;
-    const int W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
-    const int VW = TILE_W + 2;  // row width of the sigma_p^2 window (the tile and its first ring)
+          double pick_noise, double pick_noise2, double pick_cutoff2, double pick_spot2, double peak_noise2,
+          double peak_cutoff, double peak_cutoff2, double spread_snr, double min_spread, int reject, int do_pick,
+          int do_peaks, unsigned int* __restrict__ pick_words, unsigned int* __restrict__ spot_words,
+          unsigned int* __restrict__ peak_words) {
+    constexpr int G = 3, W = TILE_W + 2 * G, HH = TILE_H + 2 * G;
+    constexpr int NW = TILE_W / 32, UNITS = TILE_H * NW;
     __shared__ float sv[HH * W];
     __shared__ unsigned char sm[HH * W];
-    __shared__ double svar[(TILE_H + 2) * VW];
     __shared__ unsigned short maybe[TILE_W * TILE_H];       // pixels of rule 2e, lr * TILE_W + lc
     __shared__ unsigned short listed[TILE_W * TILE_H / 4];  // candidates, likewise
     __shared__ unsigned short strong[ZINGER_LIST];          // MARK_STRONG pixels of the window, lr * W + lc
-    __shared__ unsigned int found[TILE_H];                  // peak-mask word of each tile row
-    __shared__ unsigned int picked[TILE_H], spots[TILE_H];  // picking's words of each tile row
+    __shared__ unsigned int maybe_words[UNITS];             // rule-2e bits of each unit
+    __shared__ unsigned int found[UNITS];                   // peak-mask word of each unit
+    __shared__ unsigned int picked[UNITS], spots[UNITS];    // picking's words of each unit
     __shared__ int nmaybe, ncand, nstrong;
     __shared__ double2 bins[TILE_BINS * 2];                 // the first four tables of the tile's bins
+    __shared__ unsigned long long least_std;                // bits of the smallest finite std among them
     const int f = blockIdx.x, tx = blockIdx.y;
     const int col0 = tx * TILE_W, row0 = blockIdx.z * TILE_H;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned int below_lane = (1u << lane) - 1u;
     const T* frame = frames + (long long)f * ny * nx;
     const double* ftab = prof + (long long)f * nbins * NTAB;
-    // the bins that the tile and its halo read (tile_bins: first bin, number), copied to shared memory when they
-    // fit, so that each pixel's tables are no further global load behind its slot
-    const int2 range = tile_bins[blockIdx.z * gridDim.y + tx];
-    BinTables tab = {ftab, 0, NTAB};
-    if (range.y <= TILE_BINS) {
-        for (int e = threadIdx.x; e < 2 * range.y; e += blockDim.x)
-            bins[e] = reinterpret_cast<const double2*>(ftab + (range.x + (e >> 1)) * NTAB)[e & 1];
-        tab = {reinterpret_cast<const double*>(bins), range.x, 4};
+    const int2 range = tile_bins[blockIdx.z * gridDim.y + tx];  // the bins that the tile and its halo read
+    const bool fits = range.y <= TILE_BINS;
+    if (threadIdx.x == 0) {
+        nmaybe = ncand = nstrong = 0;
+        least_std = 0x7ff0000000000000ULL;  // +inf
     }
-    if (threadIdx.x == 0) nmaybe = ncand = nstrong = 0;
+    __syncthreads();
+    if (fits)
+        for (int e = threadIdx.x; e < 2 * range.y; e += blockDim.x) {
+            const double2 entry = reinterpret_cast<const double2*>(ftab + (range.x + (e >> 1)) * NTAB)[e & 1];
+            bins[e] = entry;
+            // the smallest finite std of the tile's bins (as non-negative doubles are ordered as their bits;
+            // -0.0 counts as +0.0)
+            if (!(e & 1) && isfinite(entry.y))
+                atomicMin(&least_std, (unsigned long long)__double_as_longlong(entry.y <= 0.0 ? 0.0 : entry.y));
+        }
+    for (int u = threadIdx.x; u < UNITS; u += blockDim.x) found[u] = 0u;
     __syncthreads();
     const Par P = load_par(par);
-    const double pick_noise2 = pick_noise * pick_noise, pick_cutoff2 = pick_cutoff * pick_cutoff;
-    const double noise2 = peak_noise * peak_noise, cutoff2 = peak_cutoff * peak_cutoff;
-    const int col = col0 + lane;
-    // the raw value and static data of the pixel of tile row lr (slot -1 outside the image)
-    auto load_pixel = [&](int lr, T& raw, PixelStatic& st) {
-        const int row = row0 + lr;
+    // the raw value and static data of the pixel of unit u (slot -1 outside the image)
+    auto load_pixel = [&](int u, T& raw, PixelStatic& st) {
+        const int row = row0 + u / NW, col = col0 + (u % NW) * 32 + lane;
         const bool inside = row < ny && col < nx;
         raw = inside ? frame[row * nx + col] : (T)0;
         st = inside ? pix[row * nx + col] : PixelStatic{1.0f, -1, 0.0};
     };
-    T next_raw;  // the next row's loads are issued before this row's arithmetic, so that their latencies overlap
-    PixelStatic next_st;
-    load_pixel(warp, next_raw, next_st);
-    for (int lr = warp; lr < TILE_H; lr += TILE_WARPS) {  // 1. the tile
-        const T raw = next_raw;
-        const PixelStatic st = next_st;
-        if (lr + TILE_WARPS < TILE_H) load_pixel(lr + TILE_WARPS, next_raw, next_st);
-        const int p = (row0 + lr) * nx + col;
-        int state = 0;
-        float v = NAN_F;  // NaN outside the image, as the rules expect
-        unsigned char mark = MARK_NONE;
-        double var = 0.0;
-        if (st.slot >= 0) {
+    // each unit's words of the bit masks, written whole (after a barrier)
+    auto write_words = [&]() {
+        for (int u = threadIdx.x; u < UNITS; u += blockDim.x) {
+            const int row = row0 + u / NW, wx = tx * NW + u % NW;
+            if (row >= ny || wx >= nwords) continue;
+            const long long w = ((long long)f * ny + row) * nwords + wx;
+            if (do_pick) {
+                pick_words[w] = picked[u];
+                if (spot_words) spot_words[w] = spots[u];
+            }
+            if (do_peaks) {
+                peak_words[w] = found[u];
+            }
+        }
+    };
+    auto body = [&](const auto& tab) {
+        // 1. the tile: v, mark (peaks) and state (picking) of the pixel of unit u of this thread
+        auto classify = [&](int u, T raw, const PixelStatic& st, float& v, unsigned char& mark, int& state) {
+            const int lr = u / NW, lc = (u % NW) * 32 + lane;
+            const int p = (row0 + lr) * nx + col0 + lc;
+            state = 0;
+            v = NAN_F;  // NaN outside the image, as the rules expect
+            mark = MARK_NONE;
+            if (st.slot < 0) return;
             float s, pvar;
             pixel_signal<T, PLAIN>(P, raw, p, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
             const float q = quotient(s, st.norm);
@@ -777,113 +842,138 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
             double2 peak0, peak1, pick0, pick1;
             load_bin(tab, X.i0, peak0, pick0);
             load_bin(tab, X.i1, peak1, pick1);
-            if (do_peaks) v = peak_excess(peak0, peak1, s, st.norm, q, st.slot, st.w, noise2, cutoff2, mark, var);
+            if (do_peaks) v = peak_excess(peak0, peak1, s, st.norm, q, st.slot, st.w, peak_noise2, peak_cutoff2, mark);
             if (do_pick && !(st.slot & SLOT_PICK_OUT))
                 state = pick_state<T>(P, raw, s, q, pick0, pick1, st.w, pick_noise, pick_noise2, pick_cutoff2,
-                                      pick_spot);
-        }
-        if (do_peaks) {
-            sv[(lr + G) * W + lane + G] = v;
-            sm[(lr + G) * W + lane + G] = mark;
-            svar[(lr + 1) * VW + lane + 1] = var;
-            warp_append(mark >= MARK_MAYBE, (unsigned short)(lr * TILE_W + lane), maybe, &nmaybe, TILE_W * TILE_H);
-            warp_append(mark == MARK_STRONG, (unsigned short)((lr + G) * W + lane + G), strong, &nstrong,
-                        ZINGER_LIST);
-        }
-        if (do_pick) {  // the whole warp
-            const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
-            const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
-            if (lane == 0) {
-                picked[lr] = pw;
-                spots[lr] = sw;
-            }
-        }
-    }
-    // each tile row's words of the bit masks and their counts, written whole (after a barrier)
-    auto write_words = [&]() {
-        for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) {
-            const int row = row0 + lr;
-            if (row >= ny) continue;
-            const long long w = ((long long)f * ny + row) * nwords + tx;
-            if (do_pick) {
-                pick_words[w] = picked[lr];
-                pick_counts[w] = __popc(picked[lr]);
-                if (spot_words) spot_words[w] = spots[lr];
-            }
+                                      pick_spot2);
+        };
+        // ... into shared memory and the unit's words (the whole warp)
+        auto record = [&](int u, float v, unsigned char mark, int state) {
             if (do_peaks) {
-                peak_words[w] = found[lr];
-                peak_counts[w] = __popc(found[lr]);
+                const int e = (u / NW + G) * W + (u % NW) * 32 + lane + G;
+                sv[e] = v;
+                sm[e] = mark;
+                const unsigned int maybe_bits = __ballot_sync(0xffffffffu, mark >= MARK_MAYBE);
+                const unsigned int strong_bits = __ballot_sync(0xffffffffu, mark == MARK_STRONG);
+                if (lane == 0) maybe_words[u] = maybe_bits;
+                if (strong_bits) {  // rare: list them
+                    int first = 0;
+                    if (lane == 0) first = atomicAdd(&nstrong, __popc(strong_bits));
+                    first = __shfl_sync(0xffffffffu, first, 0);
+                    const int at = first + __popc(strong_bits & below_lane);
+                    if (mark == MARK_STRONG && at < ZINGER_LIST) strong[at] = (unsigned short)e;
+                }
             }
+            if (do_pick) {
+                const unsigned int pw = __ballot_sync(0xffffffffu, state > 0);
+                const unsigned int sw = __ballot_sync(0xffffffffu, state > 1);
+                if (lane == 0) {
+                    picked[u] = pw;
+                    spots[u] = sw;
+                }
+            }
+        };
+        // a warp takes every TILE_WARPS-th unit; the next unit's loads are issued before this unit's arithmetic,
+        // so that their latencies overlap
+        T next_raw;
+        PixelStatic next_st;
+        load_pixel(warp, next_raw, next_st);
+        for (int u = warp; u < UNITS; u += TILE_WARPS) {
+            const T raw = next_raw;
+            const PixelStatic st = next_st;
+            if (u + TILE_WARPS < UNITS) load_pixel(u + TILE_WARPS, next_raw, next_st);
+            float v;
+            unsigned char mark;
+            int state;
+            classify(u, raw, st, v, mark, state);
+            record(u, v, mark, state);
+        }
+        if (!do_peaks) return;
+        const int band = G * W, side = TILE_H * G;  // 2. the halo: top and bottom bands, then left and right sides
+        for (int k = threadIdx.x; k < 2 * band + 2 * side; k += blockDim.x) {
+            int lr, lc;
+            if (k < 2 * band) {
+                const int r = (k % band) / W;
+                lr = k < band ? r : G + TILE_H + r;
+                lc = k % W;
+            } else {
+                const int k2 = k - 2 * band, c = (k2 % side) % G;
+                lr = G + (k2 % side) / G;
+                lc = k2 < side ? c : G + TILE_W + c;
+            }
+            const int row = row0 - G + lr, c = col0 - G + lc;
+            float v = NAN_F;
+            unsigned char mark = MARK_NONE;
+            if (row >= 0 && row < ny && c >= 0 && c < nx)
+                v = peak_excess_at<T, PLAIN>(P, tab, frame, row * nx + c, pix, dark, dvar, gmap, peak_noise2,
+                                             peak_cutoff2, mark);
+            sv[lr * W + lc] = v;
+            sm[lr * W + lc] = mark;
+            if (mark == MARK_STRONG) {
+                const int at = atomicAdd(&nstrong, 1);
+                if (at < ZINGER_LIST) strong[at] = (unsigned short)(lr * W + lc);
+            }
+        }
+        __syncthreads();
+        // 3. the words of rule 2e into a list; zinger flags, each reading v and its own mark: on the listed
+        // MARK_STRONG pixels, or on the whole window when the list overflowed
+        for (int u = threadIdx.x; u < UNITS; u += blockDim.x) {
+            unsigned int word = maybe_words[u];
+            if (!word) continue;
+            int at = atomicAdd(&nmaybe, __popc(word));
+            const int first = (u / NW) * TILE_W + (u % NW) * 32;
+            while (word) {
+                maybe[at++] = (unsigned short)(first + __ffs(word) - 1);
+                word &= word - 1u;
+            }
+        }
+        const bool all_listed = nstrong <= ZINGER_LIST;
+        for (int k = threadIdx.x; k < (all_listed ? nstrong : HH * W); k += blockDim.x) {
+            const int e = all_listed ? strong[k] : k;
+            const int lr = e / W, lc = e % W;
+            if (sm[e] == MARK_STRONG && lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 &&
+                is_zinger(sv, W, lr, lc, min_spread))
+                sm[e] = MARK_ZINGER;
+        }
+        __syncthreads();
+        for (int k = threadIdx.x; k < nmaybe; k += blockDim.x) {  // the cheap tests, on the pixels of rule 2e
+            const int lr = maybe[k] / TILE_W, lc = maybe[k] % TILE_W;
+            if (peak_candidate(sv, sm, W, lr + G, lc + G)) listed[atomicAdd(&ncand, 1)] = maybe[k];
+        }
+        __syncthreads();
+        // a lower bound of sigma_p^2 = sd^2 + noise^2 of every usable pixel of the tile (sd interpolates between
+        // stds of at least least_std; the factor covers the roundings), 0 with the tables in device memory
+        const double sd_floor = fits && least_std < 0x7ff0000000000000ULL ? __longlong_as_double(least_std) : 0.0;
+        const double var_floor = (sd_floor * sd_floor + peak_noise2) * (1.0 - 1e-9);
+        for (int k = threadIdx.x; k < ncand; k += blockDim.x) {
+            const int lr = listed[k] / TILE_W, lc = listed[k] % TILE_W;
+            const int p = (row0 + lr) * nx + col0 + lc;
+            auto var_at = [&](int di, int dj) {  // sigma_p^2 of a usable pixel of the box (slot >= 0)
+                const PixelStatic q = pix[p + di * nx + dj];
+                const Pos X = decode_place(q.slot, q.w);
+                double2 peak0, peak1, pick;
+                load_bin(tab, X.i0, peak0, pick);
+                load_bin(tab, X.i1, peak1, pick);
+                return peak_var(peak0, peak1, q.w, peak_noise2);
+            };
+            if (peak_confirm<H>(sv, sm, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0,
+                                var_floor, [&]() { return pix[p].norm; }, var_at))
+                atomicOr(&found[lr * NW + lc / 32], 1u << (lc % 32));
         }
     };
-    if (!do_peaks) {
-        __syncthreads();
-        write_words();
-        return;
-    }
-    const int band = G * W, side = TILE_H * G;  // 2. the halo: top and bottom bands, then left and right sides
-    for (int k = threadIdx.x; k < 2 * band + 2 * side; k += blockDim.x) {
-        int lr, lc;
-        if (k < 2 * band) {
-            const int r = (k % band) / W;
-            lr = k < band ? r : G + TILE_H + r;
-            lc = k % W;
-        } else {
-            const int k2 = k - 2 * band, c = (k2 % side) % G;
-            lr = G + (k2 % side) / G;
-            lc = k2 < side ? c : G + TILE_W + c;
-        }
-        const int row = row0 - G + lr, c = col0 - G + lc;
-        float v = NAN_F;
-        unsigned char mark = MARK_NONE;
-        double var = 0.0;
-        if (row >= 0 && row < ny && c >= 0 && c < nx)
-            v = peak_excess_at<T, PLAIN>(P, tab, frame, row * nx + c, pix, dark, dvar, gmap, noise2, cutoff2, mark,
-                                         var);
-        sv[lr * W + lc] = v;
-        sm[lr * W + lc] = mark;
-        if (mark == MARK_STRONG) {
-            const int at = atomicAdd(&nstrong, 1);
-            if (at < ZINGER_LIST) strong[at] = (unsigned short)(lr * W + lc);
-        }
-        if (lr >= G - 1 && lr <= G + TILE_H && lc >= G - 1 && lc <= G + TILE_W)
-            svar[(lr - G + 1) * VW + lc - G + 1] = var;
-    }
-    for (int lr = threadIdx.x; lr < TILE_H; lr += blockDim.x) found[lr] = 0u;
-    __syncthreads();
-    // 3. zinger flags, each reading v and its own mark: on the listed MARK_STRONG pixels, or on the whole window
-    // when the list overflowed
-    const bool all_listed = nstrong <= ZINGER_LIST;
-    for (int k = threadIdx.x; k < (all_listed ? nstrong : HH * W); k += blockDim.x) {
-        const int e = all_listed ? strong[k] : k;
-        const int lr = e / W, lc = e % W;
-        if (sm[e] == MARK_STRONG && lr >= 1 && lr < HH - 1 && lc >= 1 && lc < W - 1 && is_zinger(sv, W, lr, lc, min_spread))
-            sm[e] = MARK_ZINGER;
-    }
-    __syncthreads();
-    for (int k = threadIdx.x; k < nmaybe; k += blockDim.x) {  // the cheap tests, on the pixels of rule 2e
-        const int lr = maybe[k] / TILE_W, lc = maybe[k] % TILE_W;
-        if (peak_candidate(sv, sm, W, lr + G, lc + G)) listed[atomicAdd(&ncand, 1)] = maybe[k];
-    }
-    __syncthreads();
-    for (int k = threadIdx.x; k < ncand; k += blockDim.x) {
-        const int lr = listed[k] / TILE_W, lc = listed[k] % TILE_W;
-        const int p = (row0 + lr) * nx + col0 + lc;
-        auto var_at = [&](int di, int dj) { return svar[(lr + 1 + di) * VW + lc + 1 + dj]; };
-        if (peak_confirm<H>(sv, sm, W, lr + G, lc + G, peak_cutoff, spread_snr, min_spread, reject != 0, pix[p].norm,
-                            var_at))
-            atomicOr(&found[lr], 1u << lc);
-    }
+    if (fits)
+        body(SharedBins{bins, range.x});
+    else
+        body(GlobalBins{ftab});
     __syncthreads();
     write_words();
 }
 
 // pick.py _is_kept with cutoff_spot > 0, one thread per word: adds to the picked pixels the pixels inside the
 // radial range (range_words, (ny, nwords), bits of r_lo <= r < r_hi) next to (8-neighbourhood) a pixel of
-// state 2, and recounts the word.
+// state 2.
 __global__ void grow_picks(long long nwords_total, int ny, int nwords, const unsigned int* __restrict__ spot_words,
-                           const unsigned int* __restrict__ range_words, unsigned int* __restrict__ pick_words,
-                           int* __restrict__ pick_counts) {
+                           const unsigned int* __restrict__ range_words, unsigned int* __restrict__ pick_words) {
     const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (w >= nwords_total) return;
     const long long per_frame = (long long)ny * nwords;
@@ -899,26 +989,105 @@ __global__ void grow_picks(long long nwords_total, int ny, int nwords, const uns
         const unsigned int right = wx + 1 < nwords ? line[wx + 1] : 0u;
         near |= s | (s << 1) | (s >> 1) | (left >> 31) | (right << 31);
     }
-    const unsigned int word = pick_words[w] | (near & range_words[(long long)row * nwords + wx]);
-    pick_words[w] = word;
-    pick_counts[w] = __popc(word);
+    pick_words[w] |= near & range_words[(long long)row * nwords + wx];
 }
 
-// frame_ptr[f + 1] = inclusive scan at the last word of frame f (frame_ptr[0] = 0), for picks and peaks.
-__global__ void frame_offsets(const long long* __restrict__ scan, long long words_per_frame, int nframes,
-                              long long* __restrict__ frame_ptr) {
-    const int f = blockIdx.x * blockDim.x + threadIdx.x;
-    if (f == 0) frame_ptr[0] = 0;
-    if (f < nframes) frame_ptr[f + 1] = scan[(f + 1) * words_per_frame - 1];
+// Compaction of the set bits of the two bit masks (picked pixels, peaks), each (nframes, ny, nwords) words at
+// words + k * stride (k = 0, 1), in index order: each frame's words_per_frame words are cut into chunks_per_frame
+// chunks of EMIT_BLOCK (the last one partial), one block each (block = frame * chunks_per_frame + chunk;
+// chunk_word gives a thread's word).
+// 1. chunk_counts: the set bits of each chunk, counts[k * (nchunks + 1) + chunk];
+// 2. chunk_offsets (one block of 1024 threads per mask): the counts turned, in place, into the set bits before
+//    each chunk (entry nchunks: all of them), and frame_ptr[k * fptr_stride + f] = those before frame f,
+//    f = 0..nframes;
+// 3. the emit kernels: each thread finds the set bits before its word (block_offset) and lists its own.
+//
+// The flat index of this thread's word, or -1 past its frame's last word.
+__device__ __forceinline__ long long chunk_word(long long words_per_frame, int chunks_per_frame) {
+    const int f = blockIdx.x / chunks_per_frame, c = blockIdx.x % chunks_per_frame;
+    const long long w = (long long)c * EMIT_BLOCK + threadIdx.x;
+    return w < words_per_frame ? f * words_per_frame + w : -1;
 }
 
-// The compaction kernels run one thread per word w of a (nframes, ny, nwords) bit mask; set_bits walks the set
-// bits of the word in index order, calling visit(frame, flat pixel index, compacted position) with the positions
-// that the inclusive scan gives (scan[w] minus the word's own count): index order within each frame.
+// One warp per chunk, COUNT_WARPS chunks a block.
+__global__ void __launch_bounds__(32 * COUNT_WARPS)
+chunk_counts(const unsigned int* __restrict__ words, long long stride, long long words_per_frame,
+             int chunks_per_frame, long long* __restrict__ counts, int nchunks) {
+    const int k = blockIdx.y, lane = threadIdx.x & 31;
+    const int chunk = blockIdx.x * COUNT_WARPS + (threadIdx.x >> 5);
+    if (chunk >= nchunks) return;  // the whole warp
+    const int f = chunk / chunks_per_frame;
+    const long long first = (long long)(chunk % chunks_per_frame) * EMIT_BLOCK;
+    const unsigned int* line = words + k * stride + f * words_per_frame;
+    int c = 0;
+#pragma unroll
+    for (int i = 0; i < EMIT_BLOCK / 32; ++i) {
+        const long long w = first + i * 32 + lane;
+        if (w < words_per_frame) c += __popc(line[w]);
+    }
+    for (int o = 16; o > 0; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
+    if (lane == 0) counts[k * (nchunks + 1) + chunk] = c;
+}
+
+__global__ void __launch_bounds__(1024)
+chunk_offsets(long long* __restrict__ counts, int nchunks, int chunks_per_frame, int nframes,
+              long long* __restrict__ frame_ptr, long long fptr_stride) {
+    __shared__ long long warp_sums[32];
+    const int k = blockIdx.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
+    long long* c = counts + k * (nchunks + 1);
+    const int per = (nchunks + 1023) / 1024, lo = min(t * per, nchunks), hi = min(lo + per, nchunks);
+    long long sum = 0;  // this thread's segment of chunks
+    for (int i = lo; i < hi; ++i) sum += c[i];
+    long long x = sum;  // inclusive scan of the segments' sums: within the warp, then over the warps
+    for (int o = 1; o < 32; o <<= 1) {
+        const long long y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) warp_sums[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        long long w = warp_sums[lane];
+        for (int o = 1; o < 32; o <<= 1) {
+            const long long y = __shfl_up_sync(0xffffffffu, w, o);
+            if (lane >= o) w += y;
+        }
+        warp_sums[lane] = w;
+    }
+    __syncthreads();
+    long long before = x - sum + (warp > 0 ? warp_sums[warp - 1] : 0);
+    for (int i = lo; i < hi; ++i) {
+        const long long n = c[i];
+        c[i] = before;
+        before += n;
+    }
+    if (t == 1023) c[nchunks] = before;
+    __syncthreads();
+    for (int f = t; f <= nframes; f += blockDim.x) frame_ptr[k * fptr_stride + f] = c[f * chunks_per_frame];
+}
+
+// The set bits before word `word` of this block's chunk in the mask, given those before the chunk (offset); every
+// thread of the block calls it.
+__device__ __forceinline__ long long block_offset(unsigned int word, long long offset) {
+    __shared__ int warp_sums[EMIT_BLOCK / 32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int c = __popc(word);
+    int x = c;
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) warp_sums[warp] = x;
+    __syncthreads();
+    for (int i = 0; i < warp; ++i) offset += warp_sums[i];
+    return offset + x - c;
+}
+
+// The emit kernels run one thread per word w of a (nframes, ny, nwords) bit mask, EMIT_BLOCK words a block;
+// set_bits walks the set bits of the word in index order, calling visit(frame, flat pixel index, compacted
+// position) from position pos on: index order within each frame.
 template <typename Visit>
-__device__ __forceinline__ void set_bits(long long w, int ny, int nx, int nwords, unsigned int word,
-                                         const long long* __restrict__ scan, Visit visit) {
-    long long pos = scan[w] - __popc(word);
+__device__ __forceinline__ void set_bits(long long w, int ny, int nx, int nwords, unsigned int word, long long pos,
+                                         Visit visit) {
     const long long per_frame = (long long)ny * nwords;
     const long long f = w / per_frame;
     const long long rem = w - f * per_frame;
@@ -932,13 +1101,15 @@ __device__ __forceinline__ void set_bits(long long w, int ny, int nx, int nwords
 
 // Writes the flat index and the raw (minus dark) value of each picked pixel at its compacted position.
 template <typename T>
-__global__ void emit_picks(const T* __restrict__ frames, long long nwords_total, int ny, int nx, int nwords,
-                           const unsigned int* __restrict__ words, const long long* __restrict__ scan,
-                           const float* __restrict__ dark, int is_integer, double lo, double hi,
-                           long long capacity, unsigned int* __restrict__ out_index, T* __restrict__ out_value) {
-    const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (w >= nwords_total || !words[w]) return;
-    set_bits(w, ny, nx, nwords, words[w], scan, [&](long long f, long long p, long long pos) {
+__global__ void __launch_bounds__(EMIT_BLOCK)
+emit_picks(const T* __restrict__ frames, int ny, int nx, int nwords, const unsigned int* __restrict__ words,
+           const long long* __restrict__ offsets, int chunks_per_frame, const float* __restrict__ dark,
+           int is_integer, double lo, double hi, long long capacity, unsigned int* __restrict__ out_index,
+           T* __restrict__ out_value) {
+    const long long w = chunk_word((long long)ny * nwords, chunks_per_frame);
+    const unsigned int word = w >= 0 ? words[w] : 0u;
+    const long long pos = block_offset(word, offsets[blockIdx.x]);
+    set_bits(w, ny, nx, nwords, word, pos, [&](long long f, long long p, long long pos) {
         if (pos >= capacity) return;
         const T raw = frames[f * ny * nx + p];
         out_index[pos] = (unsigned int)p;
@@ -954,23 +1125,42 @@ __global__ void emit_picks(const T* __restrict__ frames, long long nwords_total,
 
 // Lists the peaks at their compacted positions: the flat index, and at = frame * ny * nx + index for
 // measure_peaks.
-__global__ void emit_peak_index(long long nwords_total, int ny, int nx, int nwords,
-                                const unsigned int* __restrict__ words, const long long* __restrict__ scan,
-                                long long capacity, long long* __restrict__ out_index, long long* __restrict__ at) {
-    const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (w >= nwords_total || !words[w]) return;
-    set_bits(w, ny, nx, nwords, words[w], scan, [&](long long f, long long p, long long pos) {
+__global__ void __launch_bounds__(EMIT_BLOCK)
+emit_peak_index(int ny, int nx, int nwords, const unsigned int* __restrict__ words,
+                const long long* __restrict__ offsets, int chunks_per_frame, long long capacity,
+                long long* __restrict__ out_index, long long* __restrict__ at) {
+    const long long w = chunk_word((long long)ny * nwords, chunks_per_frame);
+    const unsigned int word = w >= 0 ? words[w] : 0u;
+    const long long pos = block_offset(word, offsets[blockIdx.x]);
+    set_bits(w, ny, nx, nwords, word, pos, [&](long long f, long long p, long long pos) {
         if (pos >= capacity) return;
         out_index[pos] = p;
         at[pos] = f * ny * nx + p;
     });
 }
 
-// One warp per peak (blocks of MEASURE_WARPS warps): measures it (peaks.py _measure_peaks and _centroid) over
-// an 11 x 11 window of v and marks in shared memory, computed from the frame as tile_pass computes them, so that
-// the zinger flags of the boxes are known.  The lanes compute the window, flag its zingers and compute the 49 Gaussian weights of each centroid
-// iteration; lane 0 adds them in the CPU's order (rows, then columns) and does the rest, so that the sums are
-// the CPU's to the last bit.  *total is the number of peaks of the batch (device memory: no host round trip).
+// Sums of t[0..K), t[stride..stride + K) and t[2 stride..2 stride + K), each added in index order as the CPU adds
+// its terms; the entries the CPU skips hold +0.0, which leaves every partial sum unchanged (a sum that starts at
+// +0.0 is never -0.0), so that the loop needs no branch.
+template <int K>
+__device__ __forceinline__ void ordered_sums(const double* t, int stride, double& s0, double& s1, double& s2) {
+    s0 = s1 = s2 = 0.0;
+#pragma unroll 8
+    for (int e = 0; e < K; ++e) {
+        s0 += t[e];
+        s1 += t[stride + e];
+        s2 += t[2 * stride + e];
+    }
+}
+
+// PEAK_LANES lanes per peak, 32 / PEAK_LANES peaks a warp, blocks of MEASURE_WARPS warps: measures each peak
+// (peaks.py _measure_peaks and _centroid) over an 11 x 11 window of v and marks in shared memory, computed from
+// the frame as tile_pass computes them, so that the zinger flags of the boxes are known.  The lanes of a peak
+// compute the window, flag its zingers and compute the terms of every sum (the 49 Gaussian-weighted terms of each
+// centroid iteration, those of the boxes); its first lane (the leader) adds them in the CPU's order (rows, then
+// columns) and does the rest, so that the sums are the CPU's to the last bit.  The leaders of a warp's peaks add
+// their sums side by side, the warp iterating until all its peaks have converged.  *total is the number of peaks
+// of the batch (device memory: no host round trip).
 template <typename T, int H>
 __global__ void __launch_bounds__(32 * MEASURE_WARPS)
 measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total, int ny, int nx,
@@ -978,44 +1168,52 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
               const float* __restrict__ dark, const float* __restrict__ dvar,
               const float* __restrict__ gmap, const double* __restrict__ dspacing,
               const double* __restrict__ par, const double* __restrict__ prof,
-              int nbins, double peak_noise, double peak_cutoff, double min_spread,
+              int nbins, double noise2, double cutoff2, double min_spread,
               long long capacity, double* __restrict__ out_f, int* __restrict__ out_npix) {
     // the 7 x 7 centroid box, and the 5 x 5 integration box centred on the pixel nearest the centroid (up to 1 px
     // from the peak), plus the ring that the zinger test of their pixels reads
-    const int G = 5, S = 2 * G + 1, C = 3, CS = 2 * C + 1;
-    __shared__ float window_v[MEASURE_WARPS][S * S];
-    __shared__ unsigned char window_m[MEASURE_WARPS][S * S];  // marks, MARK_ZINGER once flagged
-    __shared__ double weights[MEASURE_WARPS][CS * CS];       // of one centroid iteration, 0 for unusable pixels
-    __shared__ double factors[MEASURE_WARPS][2 * CS];        // its window's row factors, then column factors
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const long long pos = (long long)blockIdx.x * MEASURE_WARPS + warp;
-    if (pos >= *total || pos >= capacity) return;  // the whole warp
+    constexpr int G = 5, S = 2 * G + 1, C = 3, CS = 2 * C + 1, L = PEAK_LANES, PEAKS = 32 * MEASURE_WARPS / L;
+    __shared__ float window_v[PEAKS][S * S];
+    __shared__ unsigned char window_m[PEAKS][S * S];  // marks, MARK_ZINGER once flagged
+    __shared__ double weights[PEAKS][3 * CS * CS];   // terms of a sum (put_terms)
+    __shared__ double factors[PEAKS][2 * CS];        // a centroid window's row factors, then column factors
+    const unsigned int all = 0xffffffffu;
+    const int group = threadIdx.x / L, gl = threadIdx.x % L;
+    const bool leader = gl == 0;
+    const long long pos = (long long)blockIdx.x * PEAKS + group;
+    const bool active = pos < *total && pos < capacity;  // every lane takes part in the warp's syncs
     const long long npix = (long long)ny * nx;
-    const int f = (int)(at[pos] / npix);
-    const int p = (int)(at[pos] - f * npix);
+    const long long here = active ? at[pos] : 0;
+    const int f = (int)(here / npix);
+    const int p = (int)(here - f * npix);
     const int i = p / nx, j = p % nx;
     const T* frame = frames + (long long)f * npix;
-    float* sv = window_v[warp];
-    unsigned char* sm = window_m[warp];
-    double* wt = weights[warp];
+    float* sv = window_v[group];
+    unsigned char* sm = window_m[group];
+    double* wt = weights[group];
+    double* fac = factors[group];
     const Par P = load_par(par);
     const double* tab = prof + (long long)f * nbins * NTAB;
-    for (int e = lane; e < S * S; e += 32) {  // v and marks of the window, as tile_pass computes them
-        const int ii = i - G + e / S, jj = j - G + e % S;
-        float v = NAN_F;
-        unsigned char mark = MARK_NONE;
-        double var;
-        if (ii >= 0 && ii < ny && jj >= 0 && jj < nx)
-            v = peak_excess_at<T, false>(P, {tab, 0, NTAB}, frame, ii * nx + jj, pix, dark, dvar, gmap, peak_noise * peak_noise,
-                                         peak_cutoff * peak_cutoff, mark, var);
-        sv[e] = v;
-        sm[e] = mark;
+    if (active) {
+        for (int e = gl; e < S * S; e += L) {  // v and marks of the window, as tile_pass computes them
+            const int ii = i - G + e / S, jj = j - G + e % S;
+            float v = NAN_F;
+            unsigned char mark = MARK_NONE;
+            if (ii >= 0 && ii < ny && jj >= 0 && jj < nx)
+                v = peak_excess_at<T, false>(P, GlobalBins{tab}, frame, ii * nx + jj, pix, dark, dvar, gmap, noise2,
+                                             cutoff2, mark);
+            sv[e] = v;
+            sm[e] = mark;
+        }
     }
     __syncwarp();
-    for (int e = lane; e < S * S; e += 32) {  // is_zinger reads v only: each lane flags its own pixels
-        const int a = e / S, b = e % S;
-        if (a >= 1 && a < S - 1 && b >= 1 && b < S - 1 && sm[e] == MARK_STRONG && is_zinger(sv, S, a, b, min_spread))
-            sm[e] = MARK_ZINGER;
+    if (active) {
+        for (int e = gl; e < S * S; e += L) {  // is_zinger reads v only: each lane flags its own pixels
+            const int a = e / S, b = e % S;
+            if (a >= 1 && a < S - 1 && b >= 1 && b < S - 1 && sm[e] == MARK_STRONG &&
+                is_zinger(sv, S, a, b, min_spread))
+                sm[e] = MARK_ZINGER;
+        }
     }
     __syncwarp();
     auto usable = [&](int ii, int jj) {
@@ -1024,51 +1222,55 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
     };
     auto value = [&](int ii, int jj) { return sv[(ii - i + G) * S + (jj - j + G)]; };
     // Gaussian-windowed centroid (rms 1.3 px) over the 7 x 7 box, iterated to its fixed point from the centroid
-    // of the positive excess of the 5 x 5 box (peaks.py _centroid); lane 0 decides, the warp follows
+    // of the positive excess of the 5 x 5 box (peaks.py _centroid)
     const int i0 = i - C > 0 ? i - C : 0, i1 = i + C + 1 < ny ? i + C + 1 : ny;
     const int j0 = j - C > 0 ? j - C : 0, j1 = j + C + 1 < nx ? j + C + 1 : nx;
     const double inv = 0.5 / (1.3 * 1.3);
+    // the terms (weight, weight * row, weight * column) of entry e of a box, +0.0 where the CPU adds nothing
+    auto put_terms = [&](int e, bool counted, double w, int ii, int jj) {
+        wt[e] = counted ? w : 0.0;
+        wt[CS * CS + e] = counted ? w * (double)ii : 0.0;
+        wt[2 * CS * CS + e] = counted ? w * (double)jj : 0.0;
+    };
+    if (active) {
+        for (int e = gl; e < 25; e += L) {
+            const int ii = i - 2 + e / 5, jj = j - 2 + e % 5;
+            const bool counted = ii >= 0 && ii < ny && jj >= 0 && jj < nx && usable(ii, jj) && value(ii, jj) > 0.0f;
+            put_terms(e, counted, counted ? (double)value(ii, jj) : 0.0, ii, jj);
+        }
+    }
+    __syncwarp();
     double row = 0.0, col = 0.0;
-    if (lane == 0) {
-        double wsum = 0.0, wi = 0.0, wj = 0.0;
-        for (int ii = (i - 2 > 0 ? i - 2 : 0); ii < (i + 3 < ny ? i + 3 : ny); ++ii)
-            for (int jj = (j - 2 > 0 ? j - 2 : 0); jj < (j + 3 < nx ? j + 3 : nx); ++jj)
-                if (usable(ii, jj) && value(ii, jj) > 0.0f) {
-                    const double vq = (double)value(ii, jj);
-                    wsum += vq;
-                    wi += vq * (double)ii;
-                    wj += vq * (double)jj;
-                }
+    if (active && leader) {
+        double wsum, wi, wj;
+        ordered_sums<25>(wt, CS * CS, wsum, wi, wj);
         row = wi / wsum;
         col = wj / wsum;
     }
-    for (int it = 0; it < 20; ++it) {
-        row = __shfl_sync(0xffffffffu, row, 0);
-        col = __shfl_sync(0xffffffffu, col, 0);
-        if (lane < 2 * CS) {  // the window is separable, as the CPU's: 7 row and 7 column factors
-            const double d = lane < CS ? (double)(i - C + lane) - row : (double)(j - C + lane - CS) - col;
-            factors[warp][lane] = exp(-(d * d) * inv);
+    bool done = !active;  // the same in every lane of a peak
+    for (int it = 0; it < 20 && __any_sync(all, !done); ++it) {
+        row = __shfl_sync(all, row, 0, L);
+        col = __shfl_sync(all, col, 0, L);
+        if (!done) {
+            for (int e = gl; e < 2 * CS; e += L) {  // the window is separable, as the CPU's: 7 + 7 factors
+                const double d = e < CS ? (double)(i - C + e) - row : (double)(j - C + e - CS) - col;
+                fac[e] = exp(-(d * d) * inv);
+            }
         }
         __syncwarp();
-        for (int e = lane; e < CS * CS; e += 32) {
-            const int ii = i - C + e / CS, jj = j - C + e % CS;
-            double w = 0.0;
-            if (ii >= i0 && ii < i1 && jj >= j0 && jj < j1 && usable(ii, jj))
-                w = (double)value(ii, jj) * factors[warp][e / CS] * factors[warp][CS + e % CS];
-            wt[e] = w;
+        if (!done) {
+            for (int e = gl; e < CS * CS; e += L) {
+                const int ii = i - C + e / CS, jj = j - C + e % CS;
+                const bool counted = ii >= i0 && ii < i1 && jj >= j0 && jj < j1 && usable(ii, jj);
+                put_terms(e, counted, counted ? (double)value(ii, jj) * fac[e / CS] * fac[CS + e % CS] : 0.0, ii,
+                          jj);
+            }
         }
         __syncwarp();
         int stop = 0;
-        if (lane == 0) {
-            double wsum = 0.0, wi = 0.0, wj = 0.0;
-            for (int ii = i0; ii < i1; ++ii)
-                for (int jj = j0; jj < j1; ++jj)
-                    if (usable(ii, jj)) {
-                        const double w = wt[(ii - i + C) * CS + (jj - j + C)];
-                        wsum += w;
-                        wi += w * (double)ii;
-                        wj += w * (double)jj;
-                    }
+        if (!done && leader) {
+            double wsum, wi, wj;
+            ordered_sums<CS * CS>(wt, CS * CS, wsum, wi, wj);
             if (!(wsum > 0.0)) {
                 stop = 1;
             } else {
@@ -1084,27 +1286,41 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
             }
         }
         __syncwarp();  // wt is read before the next iteration writes it
-        if (__shfl_sync(0xffffffffu, stop, 0)) break;
+        const int stopped = __shfl_sync(all, stop, 0, L);  // every lane takes part in the shuffle
+        done = done || stopped;
     }
-    if (lane == 0) {
-        const int ci = (int)floor(row + 0.5) < 0 ? 0 : ((int)floor(row + 0.5) > ny - 1 ? ny - 1 : (int)floor(row + 0.5));
-        const int cj = (int)floor(col + 0.5) < 0 ? 0 : ((int)floor(col + 0.5) > nx - 1 ? nx - 1 : (int)floor(col + 0.5));
-        double total = 0.0, variance_sum = 0.0, scale_sum = 0.0;
-        int npix = 0;
-        for (int ii = (ci - 2 > 0 ? ci - 2 : 0); ii < (ci + 3 < ny ? ci + 3 : ny); ++ii)
-            for (int jj = (cj - 2 > 0 ? cj - 2 : 0); jj < (cj + 3 < nx ? cj + 3 : nx); ++jj) {
-                if (!usable(ii, jj)) continue;
+    // the 5 x 5 integration box around the pixel nearest the centroid: each lane the terms of its pixels, the
+    // leader adds them in the CPU's order (rows, then columns)
+    row = __shfl_sync(all, row, 0, L);
+    col = __shfl_sync(all, col, 0, L);
+    const int ci = (int)floor(row + 0.5) < 0 ? 0 : ((int)floor(row + 0.5) > ny - 1 ? ny - 1 : (int)floor(row + 0.5));
+    const int cj = (int)floor(col + 0.5) < 0 ? 0 : ((int)floor(col + 0.5) > nx - 1 ? nx - 1 : (int)floor(col + 0.5));
+    int nbox = 0;  // this lane's usable pixels of the box, then the peak's
+    if (active) {
+        for (int e = gl; e < 25; e += L) {  // the terms (intensity, scale, variance), +0.0 where the CPU adds nothing
+            const int ii = ci - 2 + e / 5, jj = cj - 2 + e % 5;
+            double scale = 0.0, variance = 0.0, intensity = 0.0;
+            if (ii >= 0 && ii < ny && jj >= 0 && jj < nx && usable(ii, jj)) {
                 const int q = ii * nx + jj;
                 const PixelStatic st = pix[q];
                 float s, pvar;
                 pixel_signal<T, false>(P, frame[q], q, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
                 const double g = gmap ? (double)gmap[q] : P.gain;
-                const double scale = (double)st.norm * g;
-                total += (double)value(ii, jj) * scale;
-                scale_sum += scale;
-                variance_sum += (double)pvar * g * g;
-                ++npix;
+                scale = (double)st.norm * g;
+                intensity = (double)value(ii, jj) * scale;
+                variance = (double)pvar * g * g;
+                ++nbox;
             }
+            wt[e] = intensity;
+            wt[CS * CS + e] = scale;
+            wt[2 * CS * CS + e] = variance;
+        }
+    }
+    for (int o = L / 2; o > 0; o >>= 1) nbox += __shfl_xor_sync(all, nbox, o, L);
+    __syncwarp();
+    if (active && leader) {
+        double total_i, scale_sum, variance_sum;
+        ordered_sums<25>(wt, CS * CS, total_i, scale_sum, variance_sum);
         const PixelStatic st = pix[p];
         const Pos X = decode_place(st.slot, st.w);  // a peak lies in the radial range
         const double s_bg = interp(tab, X, TAB_SEM);
@@ -1113,16 +1329,12 @@ measure_peaks(const T* __restrict__ frames, const long long* __restrict__ total,
         double* o = out_f + pos * 7;
         o[0] = row;
         o[1] = col;
-        o[2] = total;
+        o[2] = total_i;
         o[3] = sqrt(variance_sum);
         o[4] = (double)(sv[G * S + G] * st.norm) * g0;
         o[5] = interp(tab, X, TAB_PMEAN) * (double)st.norm * g0;
-        if (dspacing) {
-            o[6] = dspacing[(long long)ci * nx + cj];
-        } else {
-            o[6] = NAN_D;
-        }
-        out_npix[pos] = npix;
+        o[6] = dspacing ? dspacing[(long long)ci * nx + cj] : NAN_D;
+        out_npix[pos] = nbox;
     }
 }
 """
