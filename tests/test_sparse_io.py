@@ -227,3 +227,30 @@ def test_static_map_rounding_bounds():
     assert np.array_equal(ok, np.isfinite(q)) and np.max(np.abs(q[ok] - values[ok])) <= 0.05 / 8
     m = rounded_mantissa(values)
     assert np.max(np.abs(m[ok] / values[ok] - 1)) <= 2.0 ** -10
+
+
+def test_files_of_one_geometry_copy_the_compressed_maps_and_a_new_geometry_gets_its_own(tmp_path):
+    """The parts of a run share their static maps: the second file copies the first one's compressed chunks
+    (several chunks of 256 rows here), a changed normalisation or radius map is compressed anew."""
+    radius, radial, norm, batches = _frames(shape=(600, 64))
+    step = radial[1] - radial[0]
+    paths = [tmp_path / f"{name}.h5" for name in ("a", "b", "c", "d")]
+    _write(paths[0], radius, radial, norm, batches)
+    _write(paths[1], radius, radial, norm, batches)
+    _write(paths[2], radius + 0.5, radial, norm * 1.5, batches)
+    _write(paths[3], radius, radial, norm, batches)
+    maps = []
+    for path in paths:
+        with h5py.File(path) as h5:
+            data = h5["entry_0000/sparse_frames"]
+            chunks = [data["mask"].id.read_direct_chunk((row, 0))[1] for row in range(0, 600, 256)]
+            maps.append((data["mask"][()], data["normalization"][()], chunks))
+    for mask, normalization, chunks in (maps[1], maps[3]):
+        assert chunks == maps[0][2]  # the same compressed bytes
+        np.testing.assert_array_equal(mask, quantised_radius(radius, step, 4))
+        np.testing.assert_array_equal(normalization, rounded_mantissa(norm))
+    np.testing.assert_array_equal(maps[2][0], quantised_radius(radius + 0.5, step, 4))
+    np.testing.assert_array_equal(maps[2][1], rounded_mantissa(norm * 1.5))
+    image = SparseImage()  # FabIO reads a file whose maps were copied
+    image.read(str(paths[3]))
+    np.testing.assert_array_equal(image.normalization, rounded_mantissa(norm))
