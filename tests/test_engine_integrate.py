@@ -16,7 +16,7 @@ import pytest
 
 from braggsieve.engine.corrections import prepare_corrections, preprocess
 from braggsieve.engine.csr import build_binning
-from braggsieve.engine.integrate import bin_sums, integrate, sigma_clip
+from braggsieve.engine.integrate import bin_sums, chauvenet_factor, chauvenet_factors, integrate, sigma_clip
 from braggsieve.engine.params import ClipParams, CorrectionParams, IntegrationParams
 
 pyFAI = pytest.importorskip("pyFAI")
@@ -287,3 +287,15 @@ def test_bbox_splitting_integration_matches_pyfai(tilted, error_model):
     square = matrix.multiply(matrix)
     scatter = square @ signal ** 2 - 2 * mean * (square @ signal) + mean ** 2 * (square @ norm)
     np.testing.assert_allclose(ours.std[0][filled], np.sqrt(scatter / (square @ norm))[filled], rtol=1e-6)
+
+
+def test_chauvenet_table_holds_the_clipping_kernels_factors():
+    """The table the CUDA engine reads (one entry per pixel count) holds the numbers of the CPU kernel's own
+    function, which is Chauvenet's criterion sqrt(2 ln(n / sqrt(2 pi))) for n >= 3 pixels (n < 3 counted as 3)."""
+    table = chauvenet_factors(5000)
+    assert table.shape == (5001,) and table.dtype == np.float64
+    counts = np.arange(5001)
+    assert np.array_equal(table, [chauvenet_factor(float(n)) for n in counts])
+    expected = np.sqrt(2 * np.log(np.maximum(counts, 3) / np.sqrt(2 * np.pi)))
+    np.testing.assert_allclose(table, expected, rtol=1e-15)
+    assert table[0] == table[2] == table[3] < table[4]
