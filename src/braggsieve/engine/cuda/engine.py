@@ -8,10 +8,10 @@ Data path of one batch (``(n, ny, nx)`` frames in their raw dtype), all on one C
    into the gather, every clipping cycle of a bin runs inside the block (float64 sums, decisions on float32
    copies with float64 checks near the limit);
 3. ``background_tables``: mean/std/sem and the gap-filled background of each frame;
-4. ``tile_pass``: one block per tile of 64 x 64 pixels, one thread per pixel: picking -> bit mask + counts
+4. ``tile_pass``: one block per tile of 64 x 64 pixels, one thread per pixel: picking -> bit mask
    (``grow_picks`` adds the neighbours of spot pixels with ``cutoff_spot``), and the excess over the background
    with its peak mark for the tile and a halo of 3 in shared memory, zinger flags, the cheap peak tests list
-   the candidates of the tile and its threads confirm them, one each -> bit mask of peaks + counts;
+   the candidates of the tile and its threads confirm them, one each -> bit mask of peaks;
 5. the set bits of both masks counted per chunk of words and turned into offsets (``chunk_counts``,
    ``chunk_offsets``, also the per-frame pointers), then ``emit_picks``/``emit_peak_index`` compact the results
    (each thread adds the bits before its word within the chunk) and ``measure_peaks`` (PEAK_LANES lanes per peak)

@@ -992,6 +992,17 @@ __global__ void grow_picks(long long nwords_total, int ny, int nwords, const uns
     pick_words[w] |= near & range_words[(long long)row * nwords + wx];
 }
 
+// Inclusive sum of x over the lanes 0..lane of the warp (the whole warp calls it).
+template <typename V>
+__device__ __forceinline__ V warp_inclusive_sum(V x) {
+    const int lane = threadIdx.x & 31;
+    for (int o = 1; o < 32; o <<= 1) {
+        const V y = __shfl_up_sync(0xffffffffu, x, o);
+        if (lane >= o) x += y;
+    }
+    return x;
+}
+
 // Compaction of the set bits of the two bit masks (picked pixels, peaks), each (nframes, ny, nwords) words at
 // words + k * stride (k = 0, 1), in index order: each frame's words_per_frame words are cut into chunks_per_frame
 // chunks of EMIT_BLOCK (the last one partial), one block each (block = frame * chunks_per_frame + chunk;
@@ -1038,21 +1049,10 @@ chunk_offsets(long long* __restrict__ counts, int nchunks, int chunks_per_frame,
     const int per = (nchunks + 1023) / 1024, lo = min(t * per, nchunks), hi = min(lo + per, nchunks);
     long long sum = 0;  // this thread's segment of chunks
     for (int i = lo; i < hi; ++i) sum += c[i];
-    long long x = sum;  // inclusive scan of the segments' sums: within the warp, then over the warps
-    for (int o = 1; o < 32; o <<= 1) {
-        const long long y = __shfl_up_sync(0xffffffffu, x, o);
-        if (lane >= o) x += y;
-    }
-    if (lane == 31) warp_sums[warp] = x;
+    const long long x = warp_inclusive_sum(sum);  // inclusive scan of the segments' sums: within the warp,
+    if (lane == 31) warp_sums[warp] = x;          // then over the warps
     __syncthreads();
-    if (warp == 0) {
-        long long w = warp_sums[lane];
-        for (int o = 1; o < 32; o <<= 1) {
-            const long long y = __shfl_up_sync(0xffffffffu, w, o);
-            if (lane >= o) w += y;
-        }
-        warp_sums[lane] = w;
-    }
+    if (warp == 0) warp_sums[lane] = warp_inclusive_sum(warp_sums[lane]);
     __syncthreads();
     long long before = x - sum + (warp > 0 ? warp_sums[warp - 1] : 0);
     for (int i = lo; i < hi; ++i) {
@@ -1071,11 +1071,7 @@ __device__ __forceinline__ long long block_offset(unsigned int word, long long o
     __shared__ int warp_sums[EMIT_BLOCK / 32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int c = __popc(word);
-    int x = c;
-    for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(0xffffffffu, x, o);
-        if (lane >= o) x += y;
-    }
+    const int x = warp_inclusive_sum(c);
     if (lane == 31) warp_sums[warp] = x;
     __syncthreads();
     for (int i = 0; i < warp; ++i) offset += warp_sums[i];
