@@ -20,7 +20,8 @@ from gpu import CLIP, INTEGRATION, PEAKS, PICK, scene
 SETTINGS = [
     {},
     {"TILE_W": 32}, {"TILE_H": 32}, {"TILE_WARPS": 4}, {"TILE_MIN_BLOCKS": 4}, {"CLIP_MIN_BLOCKS": 4},
-    {"CLASS_STEP": 2048}, {"CLIP_BATCH": 2}, {"CLIP_BATCH": 8}, {"PEAK_LANES": 16}, {"PEAK_LANES": 32},
+    {"CLIP_SMALL_BLOCK": 256}, {"CLIP_SMALL_BLOCK": 64}, {"CLIP_SMALL_CAP": 8192},
+    {"CLASS_STEP": 2048}, {"CLIP_BATCH": 2}, {"CLIP_BATCH": 8}, {"PEAK_LANES": 8}, {"PEAK_LANES": 32},
     {"ZINGER_LIST": 4}, {"TILE_BINS": 1},
 ]
 

@@ -46,6 +46,8 @@ from ..records import PEAK_FIELDS, PeakList, RadialProfile, SparseFrames
 from . import kernels
 
 CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
+CLIP_SMALL_BLOCK = 128   # ... for the classes of bins of at most CLIP_SMALL_CAP pixels
+CLIP_SMALL_CAP = 4096
 CLIP_MIN_BLOCKS = 5      # blocks per multiprocessor that its register budget must allow (48 registers)
 CLIP_BATCH = 4           # pixels per thread whose loads the clipping gather issues together
 CLASS_STEP = 4096        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
@@ -59,7 +61,7 @@ ZINGER_LIST = 512        # most zinger candidates of a tile listed (beyond: its 
 EMIT_BLOCK = 256         # words a block of the compaction kernels (a chunk)
 COUNT_WARPS = 8          # chunks counted per block of chunk_counts (one warp each)
 MEASURE_WARPS = 4        # warps per block of measure_peaks
-PEAK_LANES = 8           # lanes per peak in measure_peaks (32 / PEAK_LANES peaks a warp)
+PEAK_LANES = 16          # lanes per peak in measure_peaks (32 / PEAK_LANES peaks a warp)
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
 _CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
           np.dtype(np.uint32): "unsigned int", np.dtype(np.int16): "short", np.dtype(np.int32): "int",
@@ -72,7 +74,8 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
     """The compiled kernels for one raw dtype, pixel splitting, dark variance, peak half-patch, and whether the
     frames need no dark, gain or dummy (``plain``: the shorter preprocessing of the tile pass and the clipping)."""
     flag = {True: "true", False: "false"}
-    names = {"clip": f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}, {flag[plain]}>",
+    clip = f"sigma_clip<{ctype}, {flag[coef]}, {flag[dvar]}, {flag[plain]}"
+    names = {"clip": f"{clip}, {CLIP_BLOCK}>", "clip_small": f"{clip}, {CLIP_SMALL_BLOCK}>",
              "tile": f"tile_pass<{ctype}, {flag[plain]}, {half}>", "picks": f"emit_picks<{ctype}>",
              "peak_index": "emit_peak_index", "measure": f"measure_peaks<{ctype}, {half}>",
              "tables": "background_tables", "chunk_counts": "chunk_counts", "chunk_offsets": "chunk_offsets",
@@ -84,9 +87,10 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
                "COUNT_WARPS": COUNT_WARPS}
     module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
                                                         *(f"-D{name}={value}" for name, value in defines.items())),
-                          name_expressions=list(names.values()))
+                          name_expressions=sorted(set(names.values())))
     functions = {key: module.get_function(name) for key, name in names.items()}
-    functions["clip"].max_dynamic_shared_size_bytes = max_dynamic_shared()
+    for key in ("clip", "clip_small"):
+        functions[key].max_dynamic_shared_size_bytes = max_dynamic_shared()
     return functions
 
 
@@ -307,12 +311,14 @@ class _Slot:
             # kernels lay out (field, frame, bin) tables of this batch's n frames at the start of each buffer
             self._mark("h2d")
             for bins, cap in e._bin_classes:
-                fns["clip"]((len(bins) * n,), (CLIP_BLOCK,),
-                            (d_frames, np.int32(n), np.int64(ny * nx), np.int32(nbins), bins, s.indptr, s.entries,
-                             _ptr(s.coef), _ptr(s.cdark), _ptr(s.cdvar), _ptr(s.cgain), par, s.chauvenet,
-                             np.int32(cycles), np.float64(e.clip.cutoff_clip), np.int32(e._scatter(cycles)),
-                             np.int32(cap), self.sums),
-                            shared_mem=cap * e._item_bytes)
+                small = cap <= CLIP_SMALL_CAP
+                kernel, block = (fns["clip_small"], CLIP_SMALL_BLOCK) if small else (fns["clip"], CLIP_BLOCK)
+                kernel((len(bins) * n,), (block,),
+                       (d_frames, np.int32(n), np.int64(ny * nx), np.int32(nbins), bins, s.indptr, s.entries,
+                        _ptr(s.coef), _ptr(s.cdark), _ptr(s.cdvar), _ptr(s.cgain), par, s.chauvenet,
+                        np.int32(cycles), np.float64(e.clip.cutoff_clip), np.int32(e._scatter(cycles)),
+                        np.int32(cap), self.sums),
+                       shared_mem=cap * e._item_bytes)
             self._mark("clip")
             if sparse or peaks:
                 self._pick_and_peaks(fns, d_frames, par, n)
@@ -450,8 +456,8 @@ class CudaEngine(BoundEngine):
             copies with compute).
         staging_threads: threads copying ordinary (pageable) host arrays into pinned buffers.
         clip_shared: most pixels of a bin held in shared memory by the clipping kernel, 4 bytes each (default:
-            what the device allows a block, 57088 pixels on an H100); the others are gathered again at every
-            clipping pass.
+            what the device allows a block, 57088 pixels on an H100; rounded down to a multiple of 4); the others
+            are gathered again at every clipping pass.
 
     ``stage_ms``: set it to ``{}`` to accumulate the GPU time of each stage (ms, CUDA events) over batches.
     """
@@ -472,6 +478,7 @@ class CudaEngine(BoundEngine):
         # memory of its largest member, so that small bins leave room for several blocks per multiprocessor.
         self._item_bytes = 4  # the clipping kernel holds a float32 copy of each value of a bin
         most = max_dynamic_shared() // self._item_bytes if clip_shared is None else clip_shared
+        most = max(4, most - most % 4)  # the kernel reads the copies four at a time
         counts = self.static.counts
         sizes = np.maximum(1, -(-counts // CLASS_STEP)) * CLASS_STEP
         sizes = np.minimum(sizes, most)

@@ -196,20 +196,41 @@ __device__ __forceinline__ void pixel_signal(const Par& P, T raw, int p, bool ma
                             dvar ? dvar[p] : 0.0f, gmap ? (double)gmap[p] : P.gain, s, var);
 }
 
+// p itself, through an empty asm that the compiler cannot see through: a block's frame pointer then stays in
+// registers, each pixel's address one multiply-add from it, instead of its 64-bit offset being folded into every
+// address (several instructions per access).  The compiler no longer knows that p points to global memory: read
+// through it with __ldg.
+template <typename P>
+__device__ __forceinline__ const P* opaque(const P* p) {
+    asm("" : "+l"(p));
+    return p;
+}
+
+// 1 / x within 1 ulp (PTX rcp.approx.ftz.f32) for x whose reciprocal is a normal number: one MUFU instruction.
+__device__ __forceinline__ float approx_rcp(float x) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
 // s / norm (float32, as the CPU) for norm > 0; a NaN or zero s, for which the division would take its slow
-// path, gives s itself (NaN, or 0 / norm = s).
+// path, gives s itself (NaN, or 0 / norm = s).  The branch matters: masked pixels (NaN s) may have norm 0, and
+// dividing every pixel cost the tile pass 5 us an Eiger 4M frame (H100).
 __device__ __forceinline__ float quotient(float s, float norm) { return isnan(s) || s == 0.0f ? s : s / norm; }
 
 // Whether a pixel with this slot is masked (or outside the radial range, where nothing reads its signal).
 __device__ __forceinline__ bool slot_masked(int sl) { return sl < 0 || (sl & SLOT_MASKED); }
 
-// Sums x[0..N) over the block into warp 0: every lane of warp 0 gets the totals (the other warps' x are left
-// holding their own warp's sums).  part: N * 32 doubles of shared memory, which the caller must not write again
-// before a barrier has followed warp 0's reading of it.  A warp none of whose lanes has `nonzero` set (all its x
-// are +0.0) skips its reduction and contributes +0.0, which is what the reduction would give.
-template <int N>
+// Sums x[0..N) over a block of BLOCK threads into thread 0 (the other threads' x are left holding partial sums).
+// part: N * 32 doubles of shared memory, which the caller must not write again before a barrier has followed warp
+// 0's reading of it.  A warp none of whose lanes has `nonzero` set (all its x are +0.0) skips its reduction and
+// contributes +0.0, which is what the reduction would give.  Warp 0 adds the BLOCK / 32 partial sums in a tree of
+// log2(BLOCK / 32) steps; the final + 0.0 turns a -0.0 total into the +0.0 that the CPU's sum from 0.0 gives.
+template <int BLOCK, int N>
 __device__ __forceinline__ void block_totals(double (&x)[N], double* part, bool nonzero = true) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
+    constexpr int NWARPS = BLOCK / 32;
+    static_assert(BLOCK % 32 == 0 && (NWARPS & (NWARPS - 1)) == 0, "a power-of-two number of warps");
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (__any_sync(0xffffffffu, nonzero)) {
 #pragma unroll
         for (int i = 0; i < N; ++i)
@@ -223,19 +244,22 @@ __device__ __forceinline__ void block_totals(double (&x)[N], double* part, bool 
     if (warp == 0) {
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            double y = lane < nwarps ? part[i * 32 + lane] : 0.0;
-            for (int o = 16; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-            x[i] = y;
+            double y = lane < NWARPS ? part[i * 32 + lane] : 0.0;
+#pragma unroll
+            for (int o = NWARPS / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+            x[i] = y + 0.0;
         }
     }
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Sigma-clipping: one block per (frame, bin of bin_list), frames fastest so that the blocks of one bin share
-// the static CSR arrays in L2.  The gather preprocesses each pixel and adds it to the bin's float64 sums; the
-// first `cap` pixels of the bin keep a float32 copy of their value = signal / norm (NaN when invalid or clipped)
-// in shared memory, 4 bytes a pixel, the launch being sized for its class of bins; pixels beyond `cap` (bins
-// larger than shared memory) are gathered again at each pass and tested against the history of (mean, limit).
+// Sigma-clipping: one block of BLOCK threads per (frame, bin of bin_list), frames fastest so that the blocks of
+// one bin share the static CSR arrays in L2 (BLOCK: engine.py's CLIP_BLOCK, or CLIP_SMALL_BLOCK for the classes
+// of small bins, whose blocks then fit more of their serial cycle decisions side by side).  The gather
+// preprocesses each pixel and adds it to the bin's float64 sums; the first `cap` pixels of the bin (cap a
+// multiple of 4) keep a float32 copy of their value = signal / norm (NaN when invalid or clipped) in shared
+// memory, 4 bytes a pixel, the launch being sized for its class of bins; pixels beyond `cap` (bins larger than
+// shared memory) are gathered again at each pass and tested against the history of (mean, limit).
 // Thread 0 holds the bin's sums and decides each cycle's mean and limit, with float32 bounds around them: a
 // copy inside the inner bounds is in, one outside the outer bounds is out, and only a copy between them (within
 // about 4e-6 of the limit) has its float64 value gathered again and tested as the CPU tests it, so every decision
@@ -264,18 +288,20 @@ struct ClipSums {
     static constexpr int N = COEF ? 6 : 5;
 };
 
-// Adds one pixel to x and returns its part of P.
+// Adds one pixel to x and returns its part of P.  Without `in`, every term is +0.0, which leaves each sum as it
+// is (the sums start at +0.0): no branch needed.
 template <bool COEF>
-__device__ __forceinline__ double add_pixel(double (&x)[ClipSums<COEF>::N], float s, float var, float nr, float c) {
-    const double cc = COEF ? (double)c : 1.0;
-    const double w = cc * (double)nr;
-    const double cs = cc * (double)s;
+__device__ __forceinline__ double add_pixel(double (&x)[ClipSums<COEF>::N], float s, float var, float nr, float c,
+                                            bool in = true) {
+    const double cc = in ? (COEF ? (double)c : 1.0) : 0.0;
+    const double w = cc * (double)(in ? nr : 0.0f);
+    const double cs = cc * (double)(in ? s : 0.0f);
     x[0] += cc;
     x[1] += cs;
-    x[2] += cc * cc * (double)var;
+    x[2] += cc * cc * (double)(in ? var : 0.0f);
     x[3] += w;
     x[4] += w * w;
-    if (COEF) x[ClipSums<COEF>::N - 1] += 1.0;
+    if (COEF) x[ClipSums<COEF>::N - 1] += in ? 1.0 : 0.0;
     return w * cs;
 }
 
@@ -287,8 +313,8 @@ struct __align__(8) CsrEntry {
 
 // chauvenet: without pixel splitting (the count of a bin is then its number of pixels), Chauvenet's factor of
 // n pixels at [n] (engine/integrate.py chauvenet_factors: the CPU's very numbers), n up to the largest bin.
-template <typename T, bool COEF, bool DVAR, bool PLAIN>
-__global__ void __launch_bounds__(CLIP_BLOCK, CLIP_MIN_BLOCKS)
+template <typename T, bool COEF, bool DVAR, bool PLAIN, int BLOCK>
+__global__ void __launch_bounds__(BLOCK, CLIP_MIN_BLOCKS * CLIP_BLOCK / BLOCK)
 sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins, const int* __restrict__ bin_list,
            const long long* __restrict__ indptr, const CsrEntry* __restrict__ entries,
            const float* __restrict__ coef, const float* __restrict__ cdark, const float* __restrict__ cdvar,
@@ -309,7 +335,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     const int b = bin_list[blockIdx.x / nframes];
     const long long start = indptr[b];
     const int size = (int)(indptr[b + 1] - start), held = min(size, cap);  // entry j of the bin: start + j
-    const T* frame = frames + (long long)f * npix;
+    const T* frame = opaque(frames + (long long)f * npix);
     entries += start;
     if (COEF) coef += start;
     if (cdark) cdark += start;
@@ -328,7 +354,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     // the same and its norm, gathered
     auto gather = [&](int j, float& s, float& var, float& nr, float& c) {
         const CsrEntry e = entries[j];
-        signal(j, frame[e.index], s, var, c);
+        signal(j, __ldg(frame + e.index), s, var, c);
         nr = e.norm;
     };
     auto in_history = [&](double value) -> bool {  // passes every earlier cycle's test
@@ -339,33 +365,36 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
     double x[N], p = 0.0;  // the first pass: every valid pixel (p: this thread's part of P)
 #pragma unroll
     for (int i = 0; i < N; ++i) x[i] = 0.0;
-    for (int t0 = threadIdx.x; t0 < size; t0 += CLIP_BATCH * CLIP_BLOCK) {
+    for (int t0 = threadIdx.x; t0 < size; t0 += CLIP_BATCH * BLOCK) {
         // the batch's loads first, indices then values, so that their latencies overlap
         int at[CLIP_BATCH];
         float norms[CLIP_BATCH];
         T raw[CLIP_BATCH];
 #pragma unroll
         for (int u = 0; u < CLIP_BATCH; ++u) {
-            const int t = t0 + u * CLIP_BLOCK;
+            const int t = t0 + u * BLOCK;
             const CsrEntry e = t < size ? entries[t] : CsrEntry{-1, 1.0f};
             at[u] = e.index;
             norms[u] = e.norm;
         }
 #pragma unroll
-        for (int u = 0; u < CLIP_BATCH; ++u) raw[u] = at[u] >= 0 ? frame[at[u]] : (T)0;
+        for (int u = 0; u < CLIP_BATCH; ++u) raw[u] = at[u] >= 0 ? __ldg(frame + at[u]) : (T)0;
 #pragma unroll
         for (int u = 0; u < CLIP_BATCH; ++u) {
-            const int t = t0 + u * CLIP_BLOCK;
-            if (t >= size) break;
+            const int t = t0 + u * BLOCK;
             float s, var, c;
             const float nr = norms[u];
             signal(t, raw[u], s, var, c);
-            if (t < held)  // __fdividef is within 2 ulp for norms of the normal range; others decide in float64
-                sval[t] = isnan(s) ? NAN_F : ((nr >= 1.2e-38f && nr <= 8.0e37f) ? __fdividef(s, nr) : INF_F);
-            if (!isnan(s)) p += add_pixel<COEF>(x, s, var, nr, c);
+            // the copy: within 1.5 ulp for norms of the normal range (approx_rcp); others decide in float64
+            const float copy = s * approx_rcp(nr);
+            if (t < held) sval[t] = isnan(s) ? NAN_F : ((nr >= 1.2e-38f && nr <= 8.0e37f) ? copy : INF_F);
+            p += add_pixel<COEF>(x, s, var, nr, c, t < size && !isnan(s));
         }
     }
-    block_totals<N>(x, part);
+    // NaN padding up to a multiple of 4 copies, which the cycles read four at a time (within cap)
+    const int quads_held = (held + 3) >> 2;
+    for (int t = held + threadIdx.x; t < 4 * quads_held; t += BLOCK) sval[t] = NAN_F;
+    block_totals<BLOCK, N>(x, part);
     if (lead) {
 #pragma unroll
         for (int i = 0; i < N; ++i) acc[i] = x[i];
@@ -386,14 +415,14 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
                 const double d = (double)s / (double)nr - m;
                 y[0] += w * w * d * d;
             };
-            for (int t = threadIdx.x; t < size; t += CLIP_BLOCK) {
+            for (int t = threadIdx.x; t < size; t += BLOCK) {
                 if (t < held && isnan(sval[t])) continue;
                 float s, var, nr, c;
                 gather(t, s, var, nr, c);
                 if (t < held || (!isnan(s) && in_history((double)s / (double)nr))) add(s, nr, c);
             }
         }
-        block_totals<1>(y, part);
+        block_totals<BLOCK, 1>(y, part);
         return y[0];
     };
     if (scatter) {
@@ -430,29 +459,36 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         }
         __syncthreads();
         if (!cycle_go) break;
-        const double mean = cycle_limits[0], limit = cycle_limits[1];
         const float in_lo = cycle_bounds[0], in_hi = cycle_bounds[1];
-        const float out_lo = cycle_bounds[2], out_hi = cycle_bounds[3];
         double y[N];  // what the pixels failing the new test contribute
 #pragma unroll
         for (int i = 0; i < N; ++i) y[i] = 0.0;
         bool removed_any = false;
-        for (int t0 = threadIdx.x; t0 < held; t0 += CLIP_BATCH * CLIP_BLOCK) {
-            float copies[CLIP_BATCH];  // the batch's copies first, so that their latencies overlap
+        // the copies, four at a time (quad k: copies 4k .. 4k + 3), 8 quads a thread per round: the copies outside
+        // the inner bounds (and not NaN: out already, or padding) are flagged in a word, then (rarely) tested in
+        // float64 and removed, outside the scanning loop
+        const float4* quads = reinterpret_cast<const float4*>(sval);
+        for (int k0 = threadIdx.x; k0 < quads_held; k0 += 8 * BLOCK) {
+            unsigned int flagged = 0u;  // bit 4 i + u: copy u of quad k0 + i BLOCK
 #pragma unroll
-            for (int u = 0; u < CLIP_BATCH; ++u) {
-                const int t = t0 + u * CLIP_BLOCK;
-                copies[u] = t < held ? sval[t] : NAN_F;
+            for (int i = 0; i < 8; ++i) {
+                const int k = k0 + i * BLOCK;
+                const float4 four = quads[min(k, quads_held - 1)];  // quads beyond the last: read, not flagged
+                const float copies[4] = {four.x, four.y, four.z, four.w};
+                unsigned int nibble = 0u;
+#pragma unroll
+                for (int u = 0; u < 4; ++u) nibble |= (unsigned int)(copies[u] < in_lo || copies[u] > in_hi) << u;
+                flagged |= (k < quads_held ? nibble : 0u) << (4 * i);
             }
-#pragma unroll
-            for (int u = 0; u < CLIP_BATCH; ++u) {
-                const float copy = copies[u];
-                if ((copy >= in_lo && copy <= in_hi) || isnan(copy)) continue;
-                const int t = t0 + u * CLIP_BLOCK;
+            for (; flagged; flagged &= flagged - 1u) {
+                const int bit = __ffs(flagged) - 1;
+                const int t = 4 * (k0 + (bit >> 2) * BLOCK) + (bit & 3);
+                const float copy = sval[t];
                 float s, var, nr, c;
                 gather(t, s, var, nr, c);
-                const bool out = (fabsf(copy) < INF_F && (copy < out_lo || copy > out_hi))
-                                 || fabs((double)s / (double)nr - mean) > limit;
+                // the outer bounds, mean and limit read here, on this rare path, not kept in registers
+                const bool out = (fabsf(copy) < INF_F && (copy < cycle_bounds[2] || copy > cycle_bounds[3]))
+                                 || fabs((double)s / (double)nr - cycle_limits[0]) > cycle_limits[1];
                 if (out) {
                     p -= add_pixel<COEF>(y, s, var, nr, c);
                     removed_any = true;
@@ -460,17 +496,17 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
                 }
             }
         }
-        for (int j = held + threadIdx.x; j < size; j += CLIP_BLOCK) {
+        for (int j = held + threadIdx.x; j < size; j += BLOCK) {
             float s, var, nr, c;
             gather(j, s, var, nr, c);
             if (isnan(s)) continue;
             const double value = (double)s / (double)nr;
-            if (in_history(value) && fabs(value - mean) > limit) {
+            if (in_history(value) && fabs(value - cycle_limits[0]) > cycle_limits[1]) {
                 p -= add_pixel<COEF>(y, s, var, nr, c);
                 removed_any = true;
             }
         }
-        block_totals<N>(y, part, removed_any);
+        block_totals<BLOCK, N>(y, part, removed_any);
         ++nh;
         if (lead) {
             const double removed = COEF ? y[N - 1] : y[0];
@@ -490,7 +526,7 @@ sigma_clip(const T* __restrict__ frames, int nframes, long long npix, int nbins,
         }
     }
     double pt[1] = {p};
-    block_totals<1>(pt, part);
+    block_totals<BLOCK, 1>(pt, part);
     if (lead) {
         const long long plane = (long long)nframes * nbins, at = (long long)f * nbins + b;
         const bool any = alive > 0.0;
@@ -576,21 +612,17 @@ __device__ __forceinline__ double peak_var(double2 peak0, double2 peak1, double 
 // range): returns v = q - bg(r) (float64 difference, returned as float32; NaN when missing), with bg NaN in the
 // bins whose std is not finite; mark = MARK_STRONG where v > 0 and v^2 >= cutoff^2 sigma_p^2 (zinger
 // candidates), MARK_MAYBE where 16 v^2 >= cutoff^2 sigma_p^2 (rule 2e), both tested on the float64 v.
-// peak0/peak1: (mean, std) of the pixel's two bins (load_bin); cutoff2 = cutoff * cutoff.
+// peak0/peak1: (mean, std) of the pixel's two bins (load_bin); cutoff2 = cutoff * cutoff.  Every quantity is
+// computed and the answers selected (no branches: a warp's pixels take every path anyway).
 __device__ __forceinline__ float peak_excess(double2 peak0, double2 peak1, float s, float nrm, float q, int sl,
                                              double wp, double noise2, double cutoff2, unsigned char& mark) {
-    mark = MARK_NONE;
-    if (sl < 0 || !isfinite(s) || !(nrm > 0.0f)) return NAN_F;
     const double b = peak0.x * (1.0 - wp) + peak1.x * wp;
-    if (!isfinite(b)) return NAN_F;
     const double v = (double)q - b;
-    if (v > 0.0) {
-        const double v2 = v * v;
-        const double t2 = cutoff2 * peak_var(peak0, peak1, wp, noise2);
-        if (v2 >= t2) mark = MARK_STRONG;
-        else if (v2 * 16.0 >= t2) mark = MARK_MAYBE;
-    }
-    return (float)v;
+    const double v2 = v * v;
+    const double t2 = cutoff2 * peak_var(peak0, peak1, wp, noise2);
+    const bool known = sl >= 0 && isfinite(s) && nrm > 0.0f && isfinite(b);
+    mark = !(known && v > 0.0) ? MARK_NONE : (v2 >= t2 ? MARK_STRONG : (v2 * 16.0 >= t2 ? MARK_MAYBE : MARK_NONE));
+    return known ? (float)v : NAN_F;
 }
 
 // v and mark of flat pixel p of a frame (inside the image); tab: the background tables (GlobalBins, SharedBins).
@@ -605,7 +637,7 @@ __device__ __forceinline__ float peak_excess_at(const Par& P, const Tables& tab,
         return NAN_F;
     }
     float s, pvar;
-    pixel_signal<T, PLAIN>(P, frame[p], p, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
+    pixel_signal<T, PLAIN>(P, __ldg(frame + p), p, slot_masked(st.slot), dark, dvar, gmap, s, pvar);
     const Pos X = decode_place(st.slot, st.w);
     double2 peak0, peak1, pick;
     load_bin(tab, X.i0, peak0, pick);
@@ -617,17 +649,18 @@ __device__ __forceinline__ float peak_excess_at(const Par& P, const Tables& tab,
 // the spot threshold (its 8 neighbours are kept too), from the gap-filled tables (finite, so that the place
 // gives _classify's interpolation at the ends too; pick0/pick1: (mean, std) of its two bins, weight wp of the
 // upper one); invalid pixels are picked when they are overloads.  noise2, cutoff2, spot2: the squares of noise,
-// cutoff_pick and cutoff_spot (the CPU's products).
+// cutoff_pick and cutoff_spot (the CPU's products).  Branch-free, as peak_excess.
 template <typename T>
 __device__ __forceinline__ int pick_state(const Par& P, T raw, float s, float q, double2 pick0, double2 pick1,
                                           double wp, double noise, double noise2, double cutoff2, double spot2) {
-    if (!isfinite(s)) return (double)raw >= P.saturation ? (spot2 > 0.0 ? 2 : 1) : 0;
+    const int top = spot2 > 0.0 ? 2 : 1;  // the state of a pixel above every threshold
     const double excess = (double)q - ((1.0 - wp) * pick0.x + wp * pick1.x);
-    if (excess <= noise) return 0;
     const double sd = (1.0 - wp) * pick0.y + wp * pick1.y;
     const double sigma2 = sd * sd + noise2;
-    if (!(excess * excess > cutoff2 * sigma2)) return 0;  // excess > cutoff * sigma, both positive
-    return (spot2 > 0.0 && excess * excess > spot2 * sigma2) ? 2 : 1;
+    const double e2 = excess * excess;
+    // excess > noise, then excess > cutoff * sigma (both positive), then the spot threshold
+    const int state = excess > noise && e2 > cutoff2 * sigma2 ? (e2 > spot2 * sigma2 ? top : 1) : 0;
+    return isfinite(s) ? state : ((double)raw >= P.saturation ? top : 0);
 }
 
 // The windows below (row width W) hold NaN at positions outside the image, which every rule treats like
@@ -783,7 +816,7 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
     const int col0 = tx * TILE_W, row0 = blockIdx.z * TILE_H;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const unsigned int below_lane = (1u << lane) - 1u;
-    const T* frame = frames + (long long)f * ny * nx;
+    const T* frame = opaque(frames + (long long)f * ny * nx);
     const double* ftab = prof + (long long)f * nbins * NTAB;
     const int2 range = tile_bins[blockIdx.z * gridDim.y + tx];  // the bins that the tile and its halo read
     const bool fits = range.y <= TILE_BINS;
@@ -804,12 +837,19 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
     for (int u = threadIdx.x; u < UNITS; u += blockDim.x) found[u] = 0u;
     __syncthreads();
     const Par P = load_par(par);
-    // the raw value and static data of the pixel of unit u (slot -1 outside the image)
-    auto load_pixel = [&](int u, T& raw, PixelStatic& st) {
-        const int row = row0 + u / NW, col = col0 + (u % NW) * 32 + lane;
-        const bool inside = row < ny && col < nx;
-        raw = inside ? frame[row * nx + col] : (T)0;
-        st = inside ? pix[row * nx + col] : PixelStatic{1.0f, -1, 0.0};
+    // A warp's units all lie in one column half of the tile (TILE_WARPS is a multiple of NW), so that each thread
+    // keeps its column col_in_tile and steps STEP_ROWS rows from one unit to its next.
+    static_assert(TILE_WARPS % NW == 0, "a warp's units must share their columns");
+    constexpr int STEP_ROWS = TILE_WARPS / NW;
+    const int col_half = warp % NW, col_in_tile = col_half * 32 + lane;
+    const bool col_inside = col0 + col_in_tile < nx;
+    // the raw value and static data of the pixel of row lr of the tile, flat index p; slot -1 outside the tile or
+    // the image, where pixel 0 is read instead (no branch around the loads)
+    auto load_pixel = [&](int lr, int p, T& raw, PixelStatic& st) {
+        const bool inside = col_inside && lr < TILE_H && row0 + lr < ny;
+        raw = __ldg(frame + (inside ? p : 0));
+        st = pix[inside ? p : 0];
+        if (!inside) st.slot = -1;
     };
     // each unit's words of the bit masks, written whole (after a barrier)
     auto write_words = [&]() {
@@ -827,10 +867,8 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
         }
     };
     auto body = [&](const auto& tab) {
-        // 1. the tile: v, mark (peaks) and state (picking) of the pixel of unit u of this thread
-        auto classify = [&](int u, T raw, const PixelStatic& st, float& v, unsigned char& mark, int& state) {
-            const int lr = u / NW, lc = (u % NW) * 32 + lane;
-            const int p = (row0 + lr) * nx + col0 + lc;
+        // 1. the tile: v, mark (peaks) and state (picking) of this thread's pixel, flat index p
+        auto classify = [&](int p, T raw, const PixelStatic& st, float& v, unsigned char& mark, int& state) {
             state = 0;
             v = NAN_F;  // NaN outside the image, as the rules expect
             mark = MARK_NONE;
@@ -847,10 +885,11 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
                 state = pick_state<T>(P, raw, s, q, pick0, pick1, st.w, pick_noise, pick_noise2, pick_cutoff2,
                                       pick_spot2);
         };
-        // ... into shared memory and the unit's words (the whole warp)
-        auto record = [&](int u, float v, unsigned char mark, int state) {
+        // ... into shared memory and the words of unit u = lr * NW + col_half (the whole warp)
+        auto record = [&](int lr, float v, unsigned char mark, int state) {
+            const int u = lr * NW + col_half;
             if (do_peaks) {
-                const int e = (u / NW + G) * W + (u % NW) * 32 + lane + G;
+                const int e = (lr + G) * W + col_in_tile + G;
                 sv[e] = v;
                 sm[e] = mark;
                 const unsigned int maybe_bits = __ballot_sync(0xffffffffu, mark >= MARK_MAYBE);
@@ -875,18 +914,20 @@ tile_pass(const T* __restrict__ frames, int ny, int nx, int nwords, const PixelS
         };
         // a warp takes every TILE_WARPS-th unit; the next unit's loads are issued before this unit's arithmetic,
         // so that their latencies overlap
+        const int step = STEP_ROWS * nx;
+        int p = (row0 + warp / NW) * nx + col0 + col_in_tile;
         T next_raw;
         PixelStatic next_st;
-        load_pixel(warp, next_raw, next_st);
-        for (int u = warp; u < UNITS; u += TILE_WARPS) {
+        load_pixel(warp / NW, p, next_raw, next_st);
+        for (int lr = warp / NW; lr < TILE_H; lr += STEP_ROWS, p += step) {
             const T raw = next_raw;
             const PixelStatic st = next_st;
-            if (u + TILE_WARPS < UNITS) load_pixel(u + TILE_WARPS, next_raw, next_st);
+            load_pixel(lr + STEP_ROWS, p + step, next_raw, next_st);
             float v;
             unsigned char mark;
             int state;
-            classify(u, raw, st, v, mark, state);
-            record(u, v, mark, state);
+            classify(p, raw, st, v, mark, state);
+            record(lr, v, mark, state);
         }
         if (!do_peaks) return;
         const int band = G * W, side = TILE_H * G;  // 2. the halo: top and bottom bands, then left and right sides
