@@ -124,14 +124,22 @@ def _reference_clip(frames, binning, corrections, error_model, cycles=5, cutoff=
 
 
 @pytest.mark.parametrize("error_model", ["poisson", "azimuthal", "hybrid"])
-@pytest.mark.parametrize("split,shared", [("no", None), ("no", 300), ("bbox", None)])
-def test_sigma_clip_matches_float64_reference(error_model, split, shared):
-    """Bins held in shared memory; bins larger than the shared memory (300 pixels here), the rest gathered again
-    at every pass; pixel splitting."""
+@pytest.mark.parametrize("split,shared", [("no", None), ("no", 301), ("bbox", None)])
+@pytest.mark.parametrize("blocks", ["small", "large"])
+def test_sigma_clip_matches_float64_reference(error_model, split, shared, blocks, monkeypatch):
+    """Bins held in shared memory; bins larger than the shared memory (301 pixels asked, 300 held: the kernel
+    reads the copies four at a time), the rest gathered again at every pass; pixel splitting; both block sizes
+    of the clipping kernel (this scene's bins are all small: "large" launches them with CLIP_BLOCK threads)."""
+    from braggsieve.engine.cuda import engine as cuda_engine
+
+    if blocks == "large":
+        monkeypatch.setattr(cuda_engine, "CLIP_SMALL_CAP", 0)
     frames, binning, corrections, params = _scene(np.uint32, split=split, error_model=error_model)
     engine = _engine(binning, corrections, params, clip_shared=shared)
+    assert all(cap % 4 == 0 for _, cap in engine._bin_classes)
     if shared:
         assert engine.static.counts.max() > 3 * shared
+        assert max(cap for _, cap in engine._bin_classes) == 300
     profile = engine.sigma_clip(frames)
     count, mean, std = _reference_clip(frames, binning, corrections, error_model)
     assert profile.mean.shape == (NFRAMES, NBINS)
