@@ -12,6 +12,8 @@ on the centroid), and picking includes ``cutoff_spot``.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -32,7 +34,7 @@ PIXEL_MM = 0.075
 SATURATION = 60000.0
 
 
-def _scene(dtype, *, dark=False, gain_map=False, split="no", error_model="poisson", seed=0):
+def _scene(dtype, *, dark=False, gain_map=False, dark_variance=False, split="no", error_model="poisson", seed=0):
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[:NY, :NX]
     r_px = np.hypot(rows - 140.3, cols - 170.6)
@@ -42,6 +44,7 @@ def _scene(dtype, *, dark=False, gain_map=False, split="no", error_model="poisso
     mask[:, 200] = True
     gain = rng.uniform(0.8, 1.25, (NY, NX)).astype(np.float32) if gain_map else None
     dark_map = rng.normal(20, 2, (NY, NX)).astype(np.float32) if dark else None
+    dvar_map = rng.uniform(1.0, 9.0, (NY, NX)).astype(np.float32) if dark_variance else None
     frames = []
     for _ in range(NFRAMES):
         expected = 100 * np.exp(-r_px / 80) + 5
@@ -67,7 +70,7 @@ def _scene(dtype, *, dark=False, gain_map=False, split="no", error_model="poisso
     binning = build_binning(radial, params, radial_delta=delta)
     flat = rng.uniform(0.9, 1.1, (NY, NX)).astype(np.float32)
     corrections = prepare_corrections((NY, NX), CorrectionParams(solid_angle=False, saturation=SATURATION),
-                                      mask=mask, dark=dark_map, flat=flat, gain=gain)
+                                      mask=mask, dark=dark_map, flat=flat, gain=gain, dark_variance=dvar_map)
     return np.stack(frames), binning, corrections, params
 
 
@@ -232,6 +235,28 @@ def test_process_matches_cpu_engine(dtype, dark, gain_map, error_model):
     np.testing.assert_allclose(got.sparse.background_std, sparse.background_std, rtol=1e-5)
     _assert_same_picks(got, want, pre, binning, profile, engine.pick_params)
     _assert_same_peaks(got, want)
+
+
+@pytest.mark.parametrize("error_model", ["poisson", "hybrid"])
+def test_dark_variance_matches_cpu_engine(error_model):
+    """A dark-variance map (added to each pixel's Poisson variance, divided by gain^2): the clipping kernels'
+    instances with the dark variance, and the peak finder's sigma."""
+    frames, binning, corrections, params = _scene(np.uint32, dark=True, gain_map=True, dark_variance=True,
+                                                  error_model=error_model, seed=13)
+    engine = _engine(binning, corrections, params)
+    assert engine.static.cdvar is not None
+    got = engine.process(frames)
+    cpu = _cpu_engine(binning, corrections, params, engine)
+    want = cpu.process(frames)
+    for name in ("mean", "std", "count", "sum_signal", "sum_variance", "sum_norm"):
+        np.testing.assert_allclose(getattr(got.profile, name), getattr(want.profile, name), rtol=1e-9,
+                                   equal_nan=True, err_msg=name)
+    without = _engine(binning, dataclasses.replace(corrections, dark_variance=None), params)
+    filled = got.profile.count > 0
+    assert np.all(without.process(frames).profile.sum_variance[filled] < got.profile.sum_variance[filled])
+    pre = preprocess(frames, corrections, params.error_model)
+    _assert_same_picks(got, want, pre, binning, want.profile, engine.pick_params)
+    _assert_same_peaks(got, want, min_peaks=10)
 
 
 @pytest.mark.parametrize("pick,peaks", [

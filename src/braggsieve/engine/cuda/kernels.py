@@ -272,11 +272,7 @@ template <typename T, bool DVAR, bool PLAIN>
 __device__ __forceinline__ void entry_signal(const Par& P, T raw, int j, const float* __restrict__ cdark,
                                              const float* __restrict__ cdvar, const float* __restrict__ cgain,
                                              float& s, float& var) {
-    if (PLAIN)
-        preprocess_plain<T>(P, raw, false, s, var);
-    else
-        preprocess_value<T>(P, raw, false, cdark != nullptr, cdark ? cdark[j] : 0.0f, DVAR,
-                            DVAR ? cdvar[j] : 0.0f, cgain ? (double)cgain[j] : P.gain, s, var);
+    pixel_signal<T, PLAIN>(P, raw, j, false, cdark, DVAR ? cdvar : nullptr, cgain, s, var);
     if (isnan(var)) s = NAN_F;
 }
 
