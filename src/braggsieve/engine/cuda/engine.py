@@ -475,15 +475,18 @@ class CudaEngine(BoundEngine):
         if self.clip.cycles > MAX_HIST:
             raise ParameterError(f"the cuda engine runs at most {MAX_HIST} clipping cycles, got {self.clip.cycles}")
         # Bins are launched by classes of size (multiples of CLASS_STEP pixels); each class gets the shared
-        # memory of its largest member, so that small bins leave room for several blocks per multiprocessor.
+        # memory of its largest member (a multiple of 4 pixels: the kernel reads the copies four at a time), so
+        # that small bins leave room for several blocks per multiprocessor.
         self._item_bytes = 4  # the clipping kernel holds a float32 copy of each value of a bin
         most = max_dynamic_shared() // self._item_bytes if clip_shared is None else clip_shared
-        most = max(4, most - most % 4)  # the kernel reads the copies four at a time
+        most = max(4, most - most % 4)
         counts = self.static.counts
-        sizes = np.maximum(1, -(-counts // CLASS_STEP)) * CLASS_STEP
-        sizes = np.minimum(sizes, most)
-        self._bin_classes = [(cp.asarray(np.flatnonzero(sizes == size).astype(np.int32)), int(size))
-                             for size in np.unique(sizes)]
+        sizes = np.minimum(np.maximum(1, -(-counts // CLASS_STEP)) * CLASS_STEP, most)
+        self._bin_classes = []
+        for size in np.unique(sizes):
+            members = np.flatnonzero(sizes == size)
+            cap = min(int(size), max(4, -(-int(counts[members].max()) // 4) * 4))
+            self._bin_classes.append((cp.asarray(members.astype(np.int32)), cap))
         self.stage_ms: dict[str, float] | None = None
         self._spread_row = 6 if self.integration.error_model == "azimuthal" else 2
         self._slots = [_Slot(self) for _ in range(max(1, streams))]
