@@ -1,7 +1,7 @@
 """Driver for kernel profilers (``ncu``, ``compute-sanitizer``): a few batches of benchmarks/gpu.py's synthetic
 frames through the CUDA engine on one stream, nothing timed here.
 
-    ncu --clock-control none -k regex:"sigma_clip|pixel_pass|tile_peaks" --launch-skip 20 --launch-count 8 \
+    ncu --clock-control none -k regex:"sigma_clip|tile_pass" --launch-skip 20 --launch-count 8 \
         --metrics gpu__time_duration.sum,dram__bytes_read.sum python3 benchmarks/gpu_kernels.py --batches 4
 
 Usage: python benchmarks/gpu_kernels.py [--detector eiger4m] [--batch 16] [--batches 4]
