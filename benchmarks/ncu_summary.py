@@ -14,12 +14,23 @@ For each kernel (launches of the same kernel are added up): the warp-stall sampl
 instructions with the most samples (with their executions and main reasons), and the samples and executions
 of each block of ``--block`` consecutive SASS instructions -- loops show up as blocks whose instructions run
 far more often than the rest.
+
+With the kernels compiled with ``-lineinfo`` (``BRAGGSIEVE_CUDA_LINEINFO=1`` in the profiled process) the same
+numbers come per line of engine/cuda/kernels.py's CUDA source: export with ``--print-source cuda,sass`` and
+summarise with ``--lines``, which prints each kernel's lines with the most samples and their text (from the
+kernels.py beside this script: profile the same version)::
+
+    BRAGGSIEVE_CUDA_LINEINFO=1 ncu --set full --import-source yes -k regex:"tile_pass" ... -o prof python ...
+    ncu -i prof.ncu-rep --page source --print-source cuda,sass --csv > lines.csv
+    python benchmarks/ncu_summary.py lines.csv --lines [--top 40]
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import csv
+import importlib.util
+import os
 import sys
 
 SAMPLES = "Warp Stall Sampling (All Samples)"
@@ -63,6 +74,53 @@ def read_kernels(path: str) -> dict[str, list[dict[str, str]]]:
     return kernels
 
 
+def read_source_lines(path: str) -> dict[str, tuple[collections.Counter, collections.Counter]]:
+    """{kernel: (stall samples, executed warp instructions) by CUDA source line}, summed over the kernel's
+    launches, from an ``ncu --page source --print-source cuda,sass --csv`` export (one summary row per source
+    line, with its SASS rows after it)."""
+    kernels: dict[str, tuple[collections.Counter, collections.Counter]] = {}
+    name, header = None, None
+    with open(path, newline="") as handle:
+        for record in csv.reader(handle):
+            if not record:
+                continue
+            if record[0] == "Function Name":
+                name, header = record[1], None
+            elif record[0] == "Line No":
+                header = {key: i for i, key in reversed(list(enumerate(record)))}  # first column of each name
+            elif header and name and record[0].isdigit():
+                samples, executed = kernels.setdefault(name, (collections.Counter(), collections.Counter()))
+                samples[int(record[0])] += _number(record[header[SAMPLES]])
+                executed[int(record[0])] += _number(record[header[EXECUTED]])
+    return kernels
+
+
+def source_text() -> list[str]:
+    """The lines of the CUDA source the engine compiles, read without CuPy (the cuda package's __init__ needs
+    it, kernels.py does not); empty when braggsieve cannot be imported."""
+    try:
+        import braggsieve.engine as engine
+
+        path = os.path.join(os.path.dirname(engine.__file__), "cuda", "kernels.py")
+        spec = importlib.util.spec_from_file_location("braggsieve.engine.cuda.kernels", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception:  # the text is a convenience: print the line numbers without it
+        return []
+    return module.SOURCE.splitlines()
+
+
+def summarise_lines(name: str, samples, executed, top: int, text: list[str], out=sys.stdout) -> None:
+    total, total_executed = sum(samples.values()) or 1.0, sum(executed.values()) or 1.0
+    print(f"== {name[:110]}", file=out)
+    print(f"   {total:.0f} stall samples, {total_executed:.0f} warp instructions executed; top {top} source lines "
+          "(line: samples, executions, text):", file=out)
+    for line, count in samples.most_common(top):
+        code = text[line - 1].strip()[:80] if 0 < line <= len(text) else ""
+        print(f"   {line:5d}: {100 * count / total:5.1f} % {100 * executed[line] / total_executed:5.1f} %  {code}",
+              file=out)
+
+
 def summarise(name: str, rows: list[dict[str, str]], top: int, block: int, out=sys.stdout) -> None:
     samples = [_number(r.get(SAMPLES, "0")) for r in rows]
     executed = [_number(r.get(EXECUTED, "0")) for r in rows]
@@ -97,7 +155,19 @@ def main(argv=None) -> int:
     parser.add_argument("csv", help="output of: ncu -i REPORT --page source --print-source sass --csv")
     parser.add_argument("--top", type=int, default=25, help="instructions listed per kernel (default 25)")
     parser.add_argument("--block", type=int, default=60, help="instructions per block of the map (default 60)")
+    parser.add_argument("--lines", action="store_true",
+                        help="the CSV is an export with --print-source cuda,sass: summarise by source line")
     args = parser.parse_args(argv)
+    if args.lines:
+        by_line = read_source_lines(args.csv)
+        if not by_line:
+            print(f"{args.csv}: no source lines found (expected --print-source cuda,sass of kernels compiled "
+                  "with -lineinfo)", file=sys.stderr)
+            return 2
+        text = source_text()
+        for name, (samples, executed) in by_line.items():
+            summarise_lines(name, samples, executed, args.top, text)
+        return 0
     kernels = read_kernels(args.csv)
     if not kernels:
         print(f"{args.csv}: no kernel found (expected the CSV of ncu's source page)", file=sys.stderr)

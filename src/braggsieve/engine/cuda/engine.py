@@ -62,6 +62,8 @@ EMIT_BLOCK = 256         # words a block of the compaction kernels (a chunk)
 COUNT_WARPS = 8          # chunks counted per block of chunk_counts (one warp each)
 MEASURE_WARPS = 4        # warps per block of measure_peaks
 PEAK_LANES = 16          # lanes per peak in measure_peaks (32 / PEAK_LANES peaks a warp)
+LINEINFO_ENV = "BRAGGSIEVE_CUDA_LINEINFO"  # set (to 1): kernels compiled with -lineinfo, for Nsight Compute's
+                                          # source view (benchmarks/ncu_summary.py --lines)
 _H2D, _D2H = 1, 2     # cudaMemcpyKind
 _CTYPE = {np.dtype(np.uint8): "unsigned char", np.dtype(np.uint16): "unsigned short",
           np.dtype(np.uint32): "unsigned int", np.dtype(np.int16): "short", np.dtype(np.int32): "int",
@@ -85,7 +87,8 @@ def _module(ctype: str, coef: bool, dvar: bool, half: int, plain: bool) -> dict:
                "TILE_MIN_BLOCKS": TILE_MIN_BLOCKS, "TILE_BINS": TILE_BINS, "ZINGER_LIST": ZINGER_LIST,
                "MEASURE_WARPS": MEASURE_WARPS, "PEAK_LANES": PEAK_LANES, "EMIT_BLOCK": EMIT_BLOCK,
                "COUNT_WARPS": COUNT_WARPS}
-    module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device",
+    profiling = ("-lineinfo",) if os.environ.get(LINEINFO_ENV) else ()
+    module = cp.RawModule(code=kernels.SOURCE, options=("-std=c++17", "--fmad=false", "-default-device", *profiling,
                                                         *(f"-D{name}={value}" for name, value in defines.items())),
                           name_expressions=sorted(set(names.values())))
     functions = {key: module.get_function(name) for key, name in names.items()}
