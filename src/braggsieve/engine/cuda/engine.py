@@ -47,7 +47,7 @@ from . import kernels
 
 CLIP_BLOCK = 256         # threads per (frame, bin) block of the clipping kernel
 CLIP_SMALL_BLOCK = 128   # ... for the classes of bins of at most CLIP_SMALL_CAP pixels
-CLIP_SMALL_CAP = 4096
+CLIP_SMALL_CAP = 4096    # pixels of a class's largest bin
 CLIP_MIN_BLOCKS = 5      # blocks per multiprocessor that its register budget must allow (48 registers)
 CLIP_BATCH = 4           # pixels per thread whose loads the clipping gather issues together
 CLASS_STEP = 4096        # bins are launched in classes of sizes rounded up to a multiple of this (pixels)
