@@ -297,6 +297,25 @@ def test_process_many_overlaps_and_matches_single_batches():
         np.testing.assert_array_equal(got.peaks.index, want.peaks.index)
 
 
+def test_results_come_back_with_the_batch_after_the_first():
+    """A slot's first batch copies its picked pixels and peaks when collected; the next ones bring them back with
+    the batch (predicted from the last count), more than predicted is copied at collection: the same results."""
+    frames, binning, corrections, params = _scene(np.uint32, seed=9)
+    engine = _engine(binning, corrections, params, streams=1)
+    first = engine.process(frames[:1])
+    slot = engine._slots[0]
+    assert slot.ahead == (0, 0)
+    again = engine.process(frames[:1])
+    assert slot.ahead[0] >= len(again.sparse.index) > 0 and slot.ahead[1] >= again.peaks.npeaks.sum() > 0
+    more = engine.process(frames)  # three frames: more than predicted from one
+    assert slot.ahead[0] < len(more.sparse.index)
+    for got, want in ((again, first), (more, _engine(binning, corrections, params).process(frames))):
+        np.testing.assert_array_equal(got.sparse.index, want.sparse.index)
+        np.testing.assert_array_equal(got.sparse.intensity, want.sparse.intensity)
+        np.testing.assert_array_equal(got.peaks.index, want.peaks.index)
+        np.testing.assert_array_equal(got.peaks.intensity, want.peaks.intensity)
+
+
 def test_capacity_grows_when_many_pixels_are_picked():
     frames, binning, corrections, params = _scene(np.uint32, seed=7)
     engine = _engine(binning, corrections, params)

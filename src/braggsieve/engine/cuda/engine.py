@@ -224,6 +224,10 @@ class _Slot:
         self.pick_cap = 0
         self.peak_cap = 0
         self.staging = None
+        # picked pixels and peaks copied back with the batch (their count predicted from the slot's last batch),
+        # so that collect() usually need not copy and wait again
+        self.expected = (0, 0)
+        self.ahead = (0, 0)
 
     # -- buffers ------------------------------------------------------------------------------------------
     def _ensure(self, nframes: int, dtype: np.dtype) -> None:
@@ -327,6 +331,9 @@ class _Slot:
                 self._pick_and_peaks(fns, d_frames, par, n)
             else:
                 self.fptr.fill(0)
+            self.ahead = (min(self.expected[0], self.pick_cap) if sparse else 0,
+                          min(self.expected[1], self.peak_cap) if peaks else 0)
+            self._copy_results((0, 0), self.ahead)
             size = n * nbins
             self._copy(self.h_sums, self.sums, kernels.NSUMS * size * 8, _D2H)
             self._copy(self.h_filled, self.filled, 2 * size * 4, _D2H)
@@ -396,6 +403,19 @@ class _Slot:
                             *_squares(pk.noise, pk.cutoff_peak), np.float64(pk.min_spread), np.int64(self.peak_cap),
                             self.peak_f, self.peak_npix))
 
+    def _copy_results(self, start: tuple[int, int], stop: tuple[int, int]) -> bool:
+        """Queue the copies of picked pixels start[0]:stop[0] and peaks start[1]:stop[1] into the pinned host
+        buffers; returns whether there was anything to copy."""
+        (p0, k0), (p1, k1) = start, stop
+        p1, k1 = max(p0, p1), max(k0, k1)
+        for host, device, first, last in ((self.h_pick_index, self.pick_index, p0, p1),
+                                          (self.h_pick_value, self.pick_value, p0, p1),
+                                          (self.h_peak_f, self.peak_f, k0, k1),
+                                          (self.h_peak_npix, self.peak_npix, k0, k1),
+                                          (self.h_peak_index, self.peak_index, k0, k1)):
+            self._copy(host[first:], device[first:], (last - first) * host[:1].nbytes, _D2H)
+        return p1 > p0 or k1 > k0
+
     def _offsets(self, k: int, n: int) -> cp.ndarray:
         """Mask k's set bits before each chunk of a batch of n frames (kernels.chunk_offsets' layout)."""
         nchunks = n * self.engine.static.chunks_per_frame
@@ -411,18 +431,16 @@ class _Slot:
             for (_, before), (name, after) in zip(self.timing, self.timing[1:]):
                 e.stage_ms[name] = e.stage_ms.get(name, 0.0) + cp.cuda.get_elapsed_time(before, after)
         npick, npeak = int(self.h_fptr[0, n]), int(self.h_fptr[1, n])
+        copied = self.ahead
         if npick > self.pick_cap or npeak > self.peak_cap:  # rare: grow and compact again
             self._grow(int(npick * 1.25) + 1, int(npeak * 1.25) + 1)
             with self.stream:
                 self._emit(e._kernels(self.d_in.dtype), self.d_in, e._par(self.d_in.dtype), n)
-        if self.sparse:
-            self._copy(self.h_pick_index, self.pick_index, npick * 4, _D2H)
-            self._copy(self.h_pick_value, self.pick_value, npick * self.pick_value.itemsize, _D2H)
-        if self.peaks:
-            self._copy(self.h_peak_f, self.peak_f, npeak * kernels.NPEAKF * 8, _D2H)
-            self._copy(self.h_peak_npix, self.peak_npix, npeak * 4, _D2H)
-            self._copy(self.h_peak_index, self.peak_index, npeak * 8, _D2H)
-        self.stream.synchronize()
+            copied = (0, 0)  # into the former host buffers
+        # what the batch's own copies did not bring back (the first batch of a slot, or more than predicted)
+        if self._copy_results(copied, (npick if self.sparse else 0, npeak if self.peaks else 0)):
+            self.stream.synchronize()
+        self.expected = (npick + npick // 2 + 1024, npeak + npeak // 2 + 64)
         size = n * nbins
         sums = self.h_sums.reshape(-1)[:kernels.NSUMS * size].reshape(kernels.NSUMS, n, nbins).copy()
         profile = profile_from_sums(BinSums.from_stack(sums), e.binning, e.integration.error_model)
